@@ -1,0 +1,893 @@
+//! The engine every built-in strategy shares: batched slot claims, handler runs with timeouts that really
+//! cancel, lease heartbeats, completion guarded by the fence, pending work (triggers, buffered slots,
+//! catch-up, retries), abandonment, store retries with backoff and graceful shutdown.
+//!
+//! A backend only provides a [`Store`]; `EngineStrategy<ThatStore>` is its [`SchedulerStrategy`].
+
+use crate::decide::{DecideConfig, Decision, FinishOutcome, SlotOutcome};
+use crate::error::{SchedulerError, StoreError};
+use crate::model::{Retention, RunLease, RunQuery, RunRecord, RunStatus, TaskReport, TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput};
+use crate::store::{Mutation, Store};
+use crate::strategy::{ExecuteOutcome, Registration, SchedulerStrategy};
+use crate::task::{Firing, ScheduledTask, TaskContext};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Tuning of the engine; the defaults suit production.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How long a claim or renewal holds a run's lease (default 30 s). A dead worker's run is marked
+    /// abandoned within this time plus one poll interval.
+    pub lease: Duration,
+    /// How often leases are renewed (default a third of the lease).
+    pub heartbeat_interval: Option<Duration>,
+    /// How often an idle worker asks the store for triggers and expired leases (default 1 s): one statement.
+    pub poll_interval: Duration,
+    /// How late a slot may start and still count as on time rather than missed (default 60 s).
+    pub misfire_threshold: Duration,
+    /// How long shutdown waits for running handlers before cancelling them (default 30 s).
+    pub shutdown_grace: Duration,
+    /// How long a cancelled handler may take to return before its future is dropped (default 5 s).
+    pub cancel_grace: Duration,
+    /// Largest result stored, in bytes of JSON (default 64 KiB); larger results are replaced by a note.
+    pub max_result_bytes: usize,
+    /// History retention, applied by the fleet's retention task.
+    pub retention: Retention,
+    /// Most slot claims sent to the store in one mutation (default 1,000).
+    pub claim_batch: usize,
+    /// How long admin calls retry an unreachable store before failing (default 10 s).
+    pub admin_retry_for: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            heartbeat_interval: None,
+            poll_interval: Duration::from_secs(1),
+            misfire_threshold: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(5),
+            max_result_bytes: 64 * 1024,
+            retention: Retention::default(),
+            claim_batch: 1000,
+            admin_retry_for: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Sets the lease duration.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the poll interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets the misfire threshold.
+    pub fn misfire_threshold(mut self, threshold: Duration) -> Self {
+        self.misfire_threshold = threshold;
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the cancellation grace period.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// Sets the retention policy.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets the largest stored result.
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.heartbeat_interval.unwrap_or(self.lease / 3).max(Duration::from_millis(10))
+    }
+}
+
+/// Why a local run was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// The lease is gone (abandoned by others, fence moved, or renewal impossible): write nothing.
+    LeaseLost,
+    /// A newer run superseded it (already recorded `cancelled`): write nothing.
+    Superseded,
+    /// This worker is shutting down: record `cancelled`.
+    Shutdown,
+}
+
+struct LocalRun {
+    task_id: String,
+    fence: u64,
+    token: CancellationToken,
+    stop: Mutex<Option<StopReason>>,
+    renewed_at: Mutex<Instant>,
+}
+
+impl LocalRun {
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.get_or_insert(reason);
+        }
+        self.token.cancel();
+    }
+
+    fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.lock().ok().and_then(|stop| *stop)
+    }
+}
+
+struct ClaimRequest {
+    task: Arc<ScheduledTask>,
+    slot: Timestamp,
+    reply: oneshot::Sender<Result<(SlotOutcome, Option<(String, u64)>), SchedulerError>>,
+}
+
+struct Engine<S: Store> {
+    store: Arc<S>,
+    config: EngineConfig,
+    decide: OnceLock<DecideConfig>,
+    tasks: RwLock<HashMap<String, Arc<ScheduledTask>>>,
+    local_runs: Mutex<HashMap<String, Arc<LocalRun>>>,
+    claims: mpsc::UnboundedSender<ClaimRequest>,
+    claims_receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimRequest>>>,
+    stopping: CancellationToken,
+    handlers: TaskTracker,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    wake: Notify,
+    started: AtomicBool,
+}
+
+/// The built-in [`SchedulerStrategy`]: the shared engine over a [`Store`].
+pub struct EngineStrategy<S: Store> {
+    engine: Arc<Engine<S>>,
+}
+
+impl<S: Store> Clone for EngineStrategy<S> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for EngineStrategy<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineStrategy").field("config", &self.engine.config).finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> EngineStrategy<S> {
+    /// A strategy over `store` with the default configuration.
+    pub fn new(store: Arc<S>) -> Self {
+        Self::with_config(store, EngineConfig::default())
+    }
+
+    /// A strategy over `store` with `config`.
+    pub fn with_config(store: Arc<S>, config: EngineConfig) -> Self {
+        let (claims, receiver) = mpsc::unbounded_channel();
+        Self {
+            engine: Arc::new(Engine {
+                store,
+                config,
+                decide: OnceLock::new(),
+                tasks: RwLock::new(HashMap::new()),
+                local_runs: Mutex::new(HashMap::new()),
+                claims,
+                claims_receiver: Mutex::new(Some(receiver)),
+                stopping: CancellationToken::new(),
+                handlers: TaskTracker::new(),
+                background: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.engine.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.engine.config
+    }
+
+    /// Number of handlers running on this worker now.
+    pub fn local_running(&self) -> usize {
+        self.engine.local_runs.lock().map(|runs| runs.len()).unwrap_or(0)
+    }
+}
+
+fn store_error(error: StoreError) -> SchedulerError {
+    SchedulerError::Store(error)
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+/// Exponential backoff for store retries: 25 ms doubling to 2 s, with jitter from the clock's nanoseconds.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: Duration::from_millis(25),
+        }
+    }
+
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
+        let jitter_ms = u64::from(chrono::Utc::now().timestamp_subsec_nanos() % 25);
+        base + Duration::from_millis(jitter_ms)
+    }
+}
+
+impl<S: Store> Engine<S> {
+    fn decide_config(&self) -> DecideConfig {
+        self.decide.get().cloned().unwrap_or_else(|| DecideConfig {
+            worker: format!("admin:{}", std::process::id()),
+            lease: to_chrono(self.config.lease),
+            misfire_threshold: to_chrono(self.config.misfire_threshold),
+        })
+    }
+
+    fn task(&self, id: &str) -> Option<Arc<ScheduledTask>> {
+        self.tasks.read().ok().and_then(|tasks| tasks.get(id).cloned())
+    }
+
+    /// Runs `f` for each id inside one store mutation, retrying transient store errors with backoff
+    /// (until `retry_for` elapses, or while the engine is not stopping when `None`). `f` may run more than
+    /// once per id (optimistic stores), so only the results of the committed attempt are returned.
+    async fn transact<T, F>(&self, ids: &[String], retry_for: Option<Duration>, mut f: F) -> Result<(Timestamp, HashMap<String, T>), StoreError>
+    where
+        T: Send,
+        F: FnMut(Timestamp, &str, Option<&TaskState>) -> (Mutation, T) + Send,
+    {
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        loop {
+            let mut results: HashMap<String, T> = HashMap::with_capacity(ids.len());
+            let outcome = {
+                let mut decide = |now: Timestamp, id: &str, state: Option<&TaskState>| {
+                    let (mutation, result) = f(now, id, state);
+                    results.insert(id.to_owned(), result);
+                    mutation
+                };
+                self.store.mutate(ids, &mut decide).await
+            };
+            match outcome {
+                Ok(now) => return Ok((now, results)),
+                Err(error) if error.is_transient() => {
+                    let give_up = match retry_for {
+                        Some(limit) => started.elapsed() >= limit,
+                        None => self.stopping.is_cancelled() && started.elapsed() >= self.config.cancel_grace,
+                    };
+                    if give_up {
+                        return Err(error);
+                    }
+                    let delay = backoff.step();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "store unavailable; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn spawn_runs(self: &Arc<Self>, task: &Arc<ScheduledTask>, leases: Vec<RunLease>) {
+        for lease in leases {
+            let local = Arc::new(LocalRun {
+                task_id: task.id().to_owned(),
+                fence: lease.fence,
+                token: CancellationToken::new(),
+                stop: Mutex::new(None),
+                renewed_at: Mutex::new(Instant::now()),
+            });
+            if let Ok(mut runs) = self.local_runs.lock() {
+                runs.insert(lease.run_id.clone(), local.clone());
+            }
+            let engine = self.clone();
+            let task = task.clone();
+            self.handlers.spawn(async move {
+                engine.drive_run(task, lease, local).await;
+            });
+        }
+    }
+
+    fn stop_local(&self, run_ids: &[String], reason: StopReason) {
+        if run_ids.is_empty() {
+            return;
+        }
+        if let Ok(runs) = self.local_runs.lock() {
+            for run_id in run_ids {
+                if let Some(run) = runs.get(run_id) {
+                    run.stop(reason);
+                }
+            }
+        }
+    }
+
+    async fn drive_run(self: Arc<Self>, task: Arc<ScheduledTask>, lease: RunLease, local: Arc<LocalRun>) {
+        let worker = self.decide_config().worker;
+        let context = TaskContext {
+            task_id: task.id().to_owned(),
+            slot: lease.slot,
+            run_id: lease.run_id.clone(),
+            fence: lease.fence,
+            attempt: lease.attempt,
+            params: task.params().clone(),
+            worker_id: worker,
+            cancellation: local.token.clone(),
+        };
+        tracing::debug!(task = task.id(), run = %lease.run_id, slot = ?lease.slot, fence = lease.fence, "run started");
+        let mut join = tokio::spawn((task.handler())(context));
+        let timeout = task.policy().timeout;
+        let (status, reason, result, error) = tokio::select! {
+            joined = &mut join => Self::joined(joined),
+            () = tokio::time::sleep(timeout) => {
+                local.token.cancel();
+                self.wait_or_abort(&mut join).await;
+                (RunStatus::TimedOut, Some("timeout".to_owned()), None,
+                 Some(format!("the handler exceeded its timeout of {} ms and was cancelled", timeout.as_millis())))
+            }
+            () = local.token.cancelled() => {
+                self.wait_or_abort(&mut join).await;
+                (RunStatus::Cancelled, Some("scheduler shutdown".to_owned()), None, Some("cancelled: the worker is shutting down".to_owned()))
+            }
+        };
+        match local.stop_reason() {
+            Some(StopReason::LeaseLost) => {
+                tracing::warn!(task = task.id(), run = %lease.run_id, "lease lost; the run's end is not recorded by this worker");
+            }
+            Some(StopReason::Superseded) => {
+                tracing::info!(task = task.id(), run = %lease.run_id, "run superseded by a newer run");
+            }
+            // A run that succeeded despite shutdown's cancellation keeps its outcome; one that ended
+            // because of it (an error or an abort after the token fired) was cancelled.
+            Some(StopReason::Shutdown) if status != RunStatus::Succeeded => {
+                let error = error.or_else(|| Some("cancelled: the worker is shutting down".to_owned()));
+                self.record_finish(&task, &lease, RunStatus::Cancelled, Some("scheduler shutdown".to_owned()), None, error).await;
+            }
+            Some(StopReason::Shutdown) | None => {
+                let result = result.map(|value| self.bound_result(value));
+                self.record_finish(&task, &lease, status, reason, result, error).await;
+            }
+        }
+        if let Ok(mut runs) = self.local_runs.lock() {
+            runs.remove(&lease.run_id);
+        }
+    }
+
+    fn joined(joined: Result<Result<Value, crate::task::TaskError>, tokio::task::JoinError>) -> (RunStatus, Option<String>, Option<Value>, Option<String>) {
+        match joined {
+            Ok(Ok(value)) => (RunStatus::Succeeded, None, Some(value), None),
+            Ok(Err(error)) => (RunStatus::Failed, None, None, Some(error.to_string())),
+            Err(error) if error.is_panic() => (RunStatus::Failed, Some("panic".to_owned()), None, Some(format!("the handler panicked: {}", panic_message(error.into_panic())))),
+            Err(_) => (RunStatus::Cancelled, None, None, Some("the handler was aborted".to_owned())),
+        }
+    }
+
+    async fn wait_or_abort(&self, join: &mut JoinHandle<Result<Value, crate::task::TaskError>>) {
+        if tokio::time::timeout(self.config.cancel_grace, &mut *join).await.is_err() {
+            join.abort();
+            let _ = join.await;
+        }
+    }
+
+    fn bound_result(&self, value: Value) -> Value {
+        match serde_json::to_string(&value) {
+            Ok(text) if text.len() <= self.config.max_result_bytes => value,
+            Ok(text) => {
+                tracing::warn!(bytes = text.len(), limit = self.config.max_result_bytes, "handler result too large; storing a note instead");
+                serde_json::json!({
+                    "truncated": true,
+                    "bytes": text.len(),
+                    "limit": self.config.max_result_bytes,
+                    "note": "the handler's result exceeded max_result_bytes and was not stored",
+                })
+            }
+            Err(error) => serde_json::json!({ "unserializable": error.to_string() }),
+        }
+    }
+
+    async fn record_finish(self: &Arc<Self>, task: &Arc<ScheduledTask>, lease: &RunLease, status: RunStatus, reason: Option<String>, result: Option<Value>, error: Option<String>) {
+        let config = self.decide_config();
+        let ids = [task.id().to_owned()];
+        let start_next = !self.stopping.is_cancelled();
+        // Retry for as long as the lease could still be ours; after that another worker owns the truth.
+        let retry_for = self.config.lease * 2;
+        let outcome = self
+            .transact(&ids, Some(retry_for), |now, _, state| {
+                let Some(state) = state else {
+                    return (Mutation::none(), (FinishOutcome::Fenced, Vec::new(), Vec::new()));
+                };
+                let mut decision = Decision::new(state.clone(), now, &config);
+                let outcome = decision.finish(task.policy(), &lease.run_id, lease.fence, status, reason.clone(), result.clone(), error.clone(), start_next);
+                let (mutation, started, ended) = decision.into_mutation();
+                (mutation, (outcome, started, ended))
+            })
+            .await;
+        match outcome {
+            Ok((_, mut results)) => {
+                if let Some((outcome, started, ended)) = results.remove(task.id()) {
+                    if outcome == FinishOutcome::Fenced {
+                        tracing::warn!(task = task.id(), run = %lease.run_id, fence = lease.fence, "completion refused by the fence: the run no longer holds the lease");
+                    } else {
+                        tracing::debug!(task = task.id(), run = %lease.run_id, %status, "run finished");
+                    }
+                    self.stop_local(&ended, StopReason::LeaseLost);
+                    self.spawn_runs(task, started);
+                }
+            }
+            Err(error) => tracing::error!(task = task.id(), run = %lease.run_id, %error, "could not record the run's end; its lease will expire and it will be marked abandoned"),
+        }
+    }
+
+    async fn claim_loop(self: Arc<Self>, mut receiver: mpsc::UnboundedReceiver<ClaimRequest>) {
+        loop {
+            let first = tokio::select! {
+                request = receiver.recv() => match request { Some(request) => request, None => return },
+                () = self.stopping.cancelled() => return,
+            };
+            // Let the other claims of the same instant join this batch.
+            tokio::task::yield_now().await;
+            let mut batch = vec![first];
+            while batch.len() < self.config.claim_batch {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.claim_batch(batch).await;
+        }
+    }
+
+    async fn claim_batch(self: &Arc<Self>, batch: Vec<ClaimRequest>) {
+        let config = self.decide_config();
+        let mut by_task: HashMap<String, Vec<ClaimRequest>> = HashMap::new();
+        let mut ids = Vec::new();
+        for request in batch {
+            let id = request.task.id().to_owned();
+            if !by_task.contains_key(&id) {
+                ids.push(id.clone());
+            }
+            by_task.entry(id).or_default().push(request);
+        }
+        let outcome = self
+            .transact(&ids, None, |now, id, state| {
+                let requests = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
+                let Some(state) = state else {
+                    return (Mutation::none(), None);
+                };
+                let mut decision = Decision::new(state.clone(), now, &config);
+                let outcomes: Vec<(SlotOutcome, Option<(String, u64)>)> = requests
+                    .iter()
+                    .map(|request| {
+                        let before = decision.started.len();
+                        let outcome = decision.claim_slot(&request.task, request.slot);
+                        let lease = decision.started[before..].last().map(|lease| (lease.run_id.clone(), lease.fence));
+                        (outcome, lease)
+                    })
+                    .collect();
+                let (mutation, started, ended) = decision.into_mutation();
+                (mutation, Some((outcomes, started, ended)))
+            })
+            .await;
+        match outcome {
+            Ok((_, mut results)) => {
+                for (id, requests) in by_task {
+                    let Some(task) = requests.first().map(|request| request.task.clone()) else { continue };
+                    match results.remove(&id).flatten() {
+                        Some((outcomes, started, ended)) => {
+                            self.stop_local(&ended, StopReason::Superseded);
+                            self.spawn_runs(&task, started);
+                            for (request, outcome) in requests.into_iter().zip(outcomes) {
+                                let _ = request.reply.send(Ok(outcome));
+                            }
+                        }
+                        None => {
+                            for request in requests {
+                                let _ = request.reply.send(Err(SchedulerError::UnknownTask(id.clone())));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(StoreError::Duplicate(message)) if ids.len() > 1 => {
+                // Isolate the task whose unique key fired; the others go through one by one.
+                tracing::error!(%message, "a batch claim hit the unique key; retrying the batch one task at a time");
+                for (_, requests) in by_task {
+                    Box::pin(self.claim_batch(requests)).await;
+                }
+            }
+            Err(error) => {
+                for requests in by_task.into_values() {
+                    for request in requests {
+                        let _ = request.reply.send(Err(store_error(error.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reaps expired leases and starts pending work of these tasks on this worker.
+    async fn attend(self: &Arc<Self>, ids: Vec<String>) -> Result<usize, StoreError> {
+        let ids: Vec<String> = ids.into_iter().filter(|id| self.task(id).is_some()).collect();
+        if ids.is_empty() || self.stopping.is_cancelled() {
+            return Ok(0);
+        }
+        let config = self.decide_config();
+        let (_, results) = self
+            .transact(&ids, Some(self.config.poll_interval * 5), |now, id, state| {
+                let (Some(state), Some(task)) = (state, self.task(id)) else {
+                    return (Mutation::none(), (Vec::new(), Vec::new()));
+                };
+                let mut decision = Decision::new(state.clone(), now, &config);
+                decision.reap_expired(task.policy());
+                decision.start_pending();
+                let (mutation, started, ended) = decision.into_mutation();
+                (mutation, (started, ended))
+            })
+            .await?;
+        let mut count = 0;
+        for (id, (started, ended)) in results {
+            self.stop_local(&ended, StopReason::LeaseLost);
+            if let Some(task) = self.task(&id) {
+                count += started.len();
+                self.spawn_runs(&task, started);
+            }
+        }
+        Ok(count)
+    }
+
+    async fn poll_loop(self: Arc<Self>) {
+        let mut subscription = self.store.subscribe();
+        loop {
+            let pushed = async {
+                match subscription.as_mut() {
+                    Some(receiver) => {
+                        let _ = receiver.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = self.stopping.cancelled() => return,
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                () = self.wake.notified() => {}
+                () = pushed => {}
+            }
+            match self.store.due_for_attention(1000).await {
+                Ok((_, ids)) if !ids.is_empty() => {
+                    if let Err(error) = self.attend(ids).await {
+                        tracing::warn!(%error, "could not attend to due tasks");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "poll for due work failed; retrying at the next interval"),
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let interval = self.config.heartbeat();
+        loop {
+            tokio::select! {
+                () = self.stopping.cancelled() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+            let mut by_task: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+            let local: Vec<(String, Arc<LocalRun>)> = match self.local_runs.lock() {
+                Ok(runs) => runs.iter().map(|(id, run)| (id.clone(), run.clone())).collect(),
+                Err(_) => Vec::new(),
+            };
+            if local.is_empty() && self.stopping.is_cancelled() {
+                return;
+            }
+            for (run_id, run) in &local {
+                if run.stop_reason().is_none() {
+                    by_task.entry(run.task_id.clone()).or_default().push((run_id.clone(), run.fence));
+                }
+            }
+            if by_task.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = by_task.keys().cloned().collect();
+            let config = self.decide_config();
+            let attempt_started = Instant::now();
+            let renewal = self
+                .transact(&ids, Some(interval), |now, id, state| {
+                    let runs = by_task.get(id).cloned().unwrap_or_default();
+                    let Some(state) = state else {
+                        return (Mutation::none(), runs.into_iter().map(|(run_id, _)| run_id).collect());
+                    };
+                    let mut decision = Decision::new(state.clone(), now, &config);
+                    let lost = decision.renew(&runs);
+                    (decision.into_mutation().0, lost)
+                })
+                .await;
+            match renewal {
+                Ok((_, results)) => {
+                    let lost: Vec<String> = results.into_values().flatten().collect();
+                    for (run_id, run) in &local {
+                        if !lost.contains(run_id) {
+                            if let Ok(mut renewed) = run.renewed_at.lock() {
+                                *renewed = attempt_started;
+                            }
+                        }
+                    }
+                    if !lost.is_empty() {
+                        tracing::warn!(runs = ?lost, "leases lost; cancelling those handlers");
+                    }
+                    self.stop_local(&lost, StopReason::LeaseLost);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lease renewal failed");
+                    // Without a renewal, a lease is presumed lost once its full duration has passed.
+                    for (_, run) in &local {
+                        let expired = run.renewed_at.lock().map(|at| at.elapsed() >= self.config.lease).unwrap_or(true);
+                        if expired {
+                            run.stop(StopReason::LeaseLost);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, task: Arc<ScheduledTask>, slot: Timestamp) -> Result<(SlotOutcome, Option<(String, u64)>), SchedulerError> {
+        loop {
+            if self.stopping.is_cancelled() {
+                return Err(SchedulerError::NotRunning);
+            }
+            let (reply, answer) = oneshot::channel();
+            self.claims
+                .send(ClaimRequest { task: task.clone(), slot, reply })
+                .map_err(|_| SchedulerError::NotRunning)?;
+            let (outcome, lease) = answer.await.map_err(|_| SchedulerError::NotRunning)??;
+            match outcome {
+                // The store's clock says the slot is still ahead: this worker's clock runs fast.
+                SlotOutcome::NotDue(wait) => {
+                    let wait = wait.to_std().unwrap_or_default() + Duration::from_millis(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stopping.cancelled() => return Err(SchedulerError::NotRunning),
+                    }
+                }
+                SlotOutcome::Progress => {}
+                other => return Ok((other, lease)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
+    async fn init(&self, worker_id: &str) -> Result<(), SchedulerError> {
+        let engine = &self.engine;
+        if engine.started.swap(true, Ordering::SeqCst) {
+            return Err(SchedulerError::Config(crate::error::ConfigError::Invalid(
+                "this strategy was already initialised; create one strategy per scheduler".to_owned(),
+            )));
+        }
+        engine.store.migrate().await.map_err(store_error)?;
+        let _ = engine.decide.set(DecideConfig {
+            worker: worker_id.to_owned(),
+            lease: to_chrono(engine.config.lease),
+            misfire_threshold: to_chrono(engine.config.misfire_threshold),
+        });
+        let receiver = engine.claims_receiver.lock().ok().and_then(|mut receiver| receiver.take());
+        let mut background = engine.background.lock().map_err(|_| SchedulerError::NotRunning)?;
+        if let Some(receiver) = receiver {
+            background.push(tokio::spawn(engine.clone().claim_loop(receiver)));
+        }
+        background.push(tokio::spawn(engine.clone().poll_loop()));
+        background.push(tokio::spawn(engine.clone().heartbeat_loop()));
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<(), SchedulerError> {
+        let engine = &self.engine;
+        engine.stopping.cancel();
+        engine.handlers.close();
+        if tokio::time::timeout(engine.config.shutdown_grace, engine.handlers.wait()).await.is_err() {
+            let running: Vec<Arc<LocalRun>> = engine.local_runs.lock().map(|runs| runs.values().cloned().collect()).unwrap_or_default();
+            tracing::info!(runs = running.len(), "shutdown grace elapsed; cancelling running handlers");
+            for run in running {
+                run.stop(StopReason::Shutdown);
+            }
+            let _ = tokio::time::timeout(engine.config.cancel_grace * 2 + Duration::from_secs(1), engine.handlers.wait()).await;
+        }
+        let background: Vec<JoinHandle<()>> = engine.background.lock().map(|mut handles| handles.drain(..).collect()).unwrap_or_default();
+        for handle in background {
+            let _ = handle.await;
+        }
+        Ok(())
+    }
+
+    async fn register_task(&self, task: ScheduledTask) -> Result<Registration, SchedulerError> {
+        let mut registrations = self.register_tasks(vec![task]).await?;
+        registrations.pop().ok_or(SchedulerError::NotRunning)
+    }
+
+    async fn register_tasks(&self, tasks: Vec<ScheduledTask>) -> Result<Vec<Registration>, SchedulerError> {
+        let engine = &self.engine;
+        let config = engine.decide_config();
+        let mut registrations = Vec::with_capacity(tasks.len());
+        for chunk in tasks.chunks(engine.config.claim_batch.max(1)) {
+            let definitions: HashMap<String, crate::task::TaskDefinition> = chunk.iter().map(|task| (task.id().to_owned(), task.definition())).collect();
+            let ids: Vec<String> = chunk.iter().map(|task| task.id().to_owned()).collect();
+            let (_, results) = engine
+                .transact(&ids, Some(engine.config.admin_retry_for), |now, id, state| {
+                    let Some(definition) = definitions.get(id) else {
+                        return (Mutation::none(), (None, false));
+                    };
+                    let mut decision = match state {
+                        Some(state) => Decision::new(state.clone(), now, &config),
+                        None => Decision::create(TaskState::new(definition.clone(), now), now, &config),
+                    };
+                    let conflict = state.is_some() && decision.register(definition);
+                    let high_water = decision.state.high_water;
+                    (decision.into_mutation().0, (Some(high_water), conflict))
+                })
+                .await
+                .map_err(store_error)?;
+            for task in chunk {
+                let (accounted_until, conflict) = results.get(task.id()).cloned().unwrap_or((None, false));
+                if conflict {
+                    tracing::warn!(task = task.id(), schedule = task.schedule().pattern(), "this worker's definition differs from the stored one; the report shows the conflict");
+                }
+                registrations.push(Registration { accounted_until });
+            }
+            if let Ok(mut registry) = engine.tasks.write() {
+                for task in chunk {
+                    registry.insert(task.id().to_owned(), Arc::new(task.clone()));
+                }
+            }
+        }
+        // Work that waited for a worker able to run these tasks can start now.
+        engine.wake.notify_one();
+        Ok(registrations)
+    }
+
+    async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError> {
+        let engine = &self.engine;
+        let registered = engine.task(task.id()).ok_or_else(|| SchedulerError::UnknownTask(task.id().to_owned()))?;
+        match firing {
+            Firing::Scheduled { slot } => {
+                let (outcome, lease) = engine.claim(registered, slot).await?;
+                Ok(match (outcome, lease) {
+                    (SlotOutcome::Started, Some((run_id, fence))) => ExecuteOutcome::Started { run_id, fence },
+                    (SlotOutcome::Started, None) => ExecuteOutcome::AlreadyAccounted,
+                    (SlotOutcome::Skipped(reason), _) => ExecuteOutcome::Skipped { reason: reason.to_owned() },
+                    (SlotOutcome::Buffered, _) => ExecuteOutcome::Buffered,
+                    (SlotOutcome::Missed, _) => ExecuteOutcome::Missed,
+                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_) | SlotOutcome::Progress, _) => ExecuteOutcome::AlreadyAccounted,
+                })
+            }
+            Firing::Manual { .. } => {
+                let started = engine.attend(vec![task.id().to_owned()]).await.map_err(store_error)?;
+                Ok(if started > 0 {
+                    ExecuteOutcome::Started { run_id: String::new(), fence: 0 }
+                } else {
+                    ExecuteOutcome::NothingToRun
+                })
+            }
+        }
+    }
+
+    async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
+        let (now, states) = self.engine.store.load(None).await.map_err(store_error)?;
+        Ok(states.iter().map(|state| TaskReport::from_state(state, now)).collect())
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskReport>, SchedulerError> {
+        let ids = [id.to_owned()];
+        let (now, states) = self.engine.store.load(Some(&ids)).await.map_err(store_error)?;
+        Ok(states.first().map(|state| TaskReport::from_state(state, now)))
+    }
+
+    async fn trigger_task(&self, id: &str) -> Result<TriggerReceipt, SchedulerError> {
+        let engine = &self.engine;
+        let config = engine.decide_config();
+        let ids = [id.to_owned()];
+        let (_, mut results) = engine
+            .transact(&ids, Some(engine.config.admin_retry_for), |now, id, state| {
+                let Some(state) = state else {
+                    return (Mutation::none(), Err(SchedulerError::UnknownTask(id.to_owned())));
+                };
+                let mut decision = Decision::new(state.clone(), now, &config);
+                match decision.trigger() {
+                    Ok((trigger_id, coalesced)) => (decision.into_mutation().0, Ok(TriggerReceipt { trigger_id, coalesced })),
+                    Err(()) => (Mutation::none(), Err(SchedulerError::TaskDisabled(id.to_owned()))),
+                }
+            })
+            .await
+            .map_err(store_error)?;
+        let receipt = results.remove(id).unwrap_or_else(|| Err(SchedulerError::UnknownTask(id.to_owned())))?;
+        if let Err(error) = engine.store.notify(id).await {
+            tracing::debug!(%error, "trigger notification failed; workers will see it at their next poll");
+        }
+        engine.wake.notify_one();
+        Ok(receipt)
+    }
+
+    async fn update_task(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError> {
+        let engine = &self.engine;
+        let config = engine.decide_config();
+        let ids = [input.id.clone()];
+        let (_, mut results) = engine
+            .transact(&ids, Some(engine.config.admin_retry_for), |now, id, state| {
+                let Some(state) = state else {
+                    return (Mutation::none(), Err(SchedulerError::UnknownTask(id.to_owned())));
+                };
+                let mut decision = Decision::new(state.clone(), now, &config);
+                if let Some(enabled) = input.enabled {
+                    decision.set_enabled(enabled);
+                }
+                let report = TaskReport::from_state(&decision.state, now);
+                (decision.into_mutation().0, Ok(report))
+            })
+            .await
+            .map_err(store_error)?;
+        results.remove(&input.id).unwrap_or_else(|| Err(SchedulerError::UnknownTask(input.id.clone())))
+    }
+
+    async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
+        let ids = [id.to_owned()];
+        let (_, states) = self.engine.store.load(Some(&ids)).await.map_err(store_error)?;
+        if states.is_empty() {
+            return Err(SchedulerError::UnknownTask(id.to_owned()));
+        }
+        self.engine.store.runs(id, &query).await.map_err(store_error)
+    }
+
+    async fn prune_history(&self) -> Result<u64, SchedulerError> {
+        self.engine.store.prune_runs(&self.engine.config.retention).await.map_err(store_error)
+    }
+}

@@ -1,0 +1,213 @@
+//! The in-memory store: one process, many schedulers. For tests, examples and single-process services
+//! that need no persistence. It honours the whole [`Store`] contract, including the unique
+//! `(task_id, slot, attempt)` key, so the conformance suite runs against it.
+
+use crate::clock::{system_clock, SharedClock};
+use crate::error::StoreError;
+use crate::model::{Retention, RunQuery, RunRecord, RunStatus, TaskState, Timestamp};
+use crate::store::{Decide, Store};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+#[derive(Default)]
+struct Inner {
+    tasks: BTreeMap<String, TaskState>,
+    runs: HashMap<String, Vec<RunRecord>>,
+    slot_keys: HashSet<(String, Timestamp, u32)>,
+    last_now: Option<Timestamp>,
+}
+
+/// A store held in this process's memory.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    clock: SharedClock,
+    wakeups: broadcast::Sender<String>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_clock(system_clock())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store whose clock is `clock` (the authority for leases and due slots).
+    pub fn with_clock(clock: SharedClock) -> Self {
+        let (wakeups, _) = broadcast::channel(1024);
+        Self {
+            inner: Mutex::new(Inner::default()),
+            clock,
+            wakeups,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Corrupt("memory store mutex poisoned".to_owned()))
+    }
+}
+
+fn monotonic_now(inner: &mut Inner, clock: &SharedClock) -> Timestamp {
+    let now = clock.now();
+    let now = inner.last_now.map_or(now, |last| last.max(now));
+    inner.last_now = Some(now);
+    now
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        let mut inner = self.lock()?;
+        Ok(monotonic_now(&mut inner, &self.clock))
+    }
+
+    async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError> {
+        let mut inner = self.lock()?;
+        let now = monotonic_now(&mut inner, &self.clock);
+        for id in ids {
+            let mutation = decide(now, id, inner.tasks.get(id));
+            // Check the unique key before writing anything, so a refused mutation changes nothing.
+            let mut new_keys = HashSet::new();
+            for run in &mutation.insert_runs {
+                if let Some(slot) = run.slot {
+                    let key = (run.task_id.clone(), slot, run.attempt);
+                    if inner.slot_keys.contains(&key) || !new_keys.insert(key) {
+                        return Err(StoreError::Duplicate(format!(
+                            "task {} slot {} attempt {} already has a history row",
+                            run.task_id, slot, run.attempt
+                        )));
+                    }
+                }
+            }
+            if let Some(state) = mutation.state {
+                inner.tasks.insert(id.clone(), state);
+            }
+            inner.slot_keys.extend(new_keys);
+            let runs = inner.runs.entry(id.clone()).or_default();
+            runs.extend(mutation.insert_runs);
+            for finish in mutation.finish_runs {
+                if let Some(run) = runs
+                    .iter_mut()
+                    .rev()
+                    .find(|run| run.run_id == finish.run_id)
+                {
+                    run.status = finish.status;
+                    run.finished_at = Some(finish.finished_at);
+                    run.reason = finish.reason.or(run.reason.take());
+                    run.result = finish.result;
+                    run.error = finish.error;
+                }
+            }
+        }
+        Ok(now)
+    }
+
+    async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError> {
+        let mut inner = self.lock()?;
+        let now = monotonic_now(&mut inner, &self.clock);
+        let states = match ids {
+            None => inner.tasks.values().cloned().collect(),
+            Some(ids) => {
+                let mut states: Vec<TaskState> =
+                    ids.iter().filter_map(|id| inner.tasks.get(id).cloned()).collect();
+                states.sort_by(|a, b| a.definition.id.cmp(&b.definition.id));
+                states
+            }
+        };
+        Ok((now, states))
+    }
+
+    async fn due_for_attention(&self, limit: u32) -> Result<(Timestamp, Vec<String>), StoreError> {
+        let mut inner = self.lock()?;
+        let now = monotonic_now(&mut inner, &self.clock);
+        let ids = inner
+            .tasks
+            .iter()
+            .filter(|(_, state)| state.attention_at().is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .take(limit as usize)
+            .collect();
+        Ok((now, ids))
+    }
+
+    async fn runs(&self, task_id: &str, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let inner = self.lock()?;
+        let Some(runs) = inner.runs.get(task_id) else {
+            return Ok(Vec::new());
+        };
+        let mut sorted: Vec<&RunRecord> = runs.iter().collect();
+        sorted.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+        Ok(sorted
+            .into_iter()
+            .filter(|run| query.before.as_ref().is_none_or(|before| &run.run_id < before))
+            .take(query.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let now = monotonic_now(&mut inner, &self.clock);
+        let cutoff = retention
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .map(|age| now - age);
+        let mut removed = Vec::new();
+        for runs in inner.runs.values_mut() {
+            runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+            let mut kept = 0u32;
+            runs.retain(|run| {
+                if run.status == RunStatus::Running {
+                    return true;
+                }
+                let too_old = cutoff
+                    .zip(run.finished_at)
+                    .is_some_and(|(cutoff, finished)| finished < cutoff);
+                let too_many = retention.keep_last.is_some_and(|keep| kept >= keep);
+                if too_old || too_many {
+                    removed.push(run.clone());
+                    false
+                } else {
+                    kept += 1;
+                    true
+                }
+            });
+        }
+        for run in &removed {
+            if let Some(slot) = run.slot {
+                inner
+                    .slot_keys
+                    .remove(&(run.task_id.clone(), slot, run.attempt));
+            }
+        }
+        Ok(removed.len() as u64)
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<String>> {
+        Some(self.wakeups.subscribe())
+    }
+
+    async fn notify(&self, task_id: &str) -> Result<(), StoreError> {
+        // No receiver is fine: workers poll as well.
+        let _ = self.wakeups.send(task_id.to_owned());
+        Ok(())
+    }
+}

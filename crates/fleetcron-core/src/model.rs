@@ -1,0 +1,437 @@
+//! Records shared by the engine, the stores and the admin surfaces: the per-task state document, the
+//! run history, reports and admin inputs.
+
+use crate::task::TaskDefinition;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// A UTC instant.
+pub type Timestamp = DateTime<Utc>;
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// A slot that came due.
+    Scheduled,
+    /// An operator's trigger.
+    Manual,
+    /// A missed slot run later under the catch-up policy.
+    CatchUp,
+    /// A new attempt after the previous one was abandoned.
+    Retry,
+}
+
+/// A run's state in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Claimed and running under a lease.
+    Running,
+    /// The handler returned `Ok`.
+    Succeeded,
+    /// The handler returned `Err` or panicked.
+    Failed,
+    /// The handler exceeded its timeout and was cancelled.
+    TimedOut,
+    /// The worker vanished: its lease expired before the run ended.
+    Abandoned,
+    /// Stopped on purpose: superseded by a newer run, or scheduler shutdown.
+    Cancelled,
+    /// The slot was not run on purpose (`reason`: `overlap` or `disabled`).
+    Skipped,
+    /// No worker claimed the slot in time, and the catch-up policy did not run it.
+    Missed,
+}
+
+impl RunStatus {
+    /// The snake_case name used in stores and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Missed => "missed",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "timed_out" => RunStatus::TimedOut,
+            "abandoned" => RunStatus::Abandoned,
+            "cancelled" => RunStatus::Cancelled,
+            "skipped" => RunStatus::Skipped,
+            "missed" => RunStatus::Missed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the handler actually started for this record.
+    pub fn started(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Running
+                | RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::TimedOut
+                | RunStatus::Abandoned
+                | RunStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunKind {
+    /// The snake_case name used in stores and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Scheduled => "scheduled",
+            RunKind::Manual => "manual",
+            RunKind::CatchUp => "catch_up",
+            RunKind::Retry => "retry",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "scheduled" => RunKind::Scheduled,
+            "manual" => RunKind::Manual,
+            "catch_up" => RunKind::CatchUp,
+            "retry" => RunKind::Retry,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the run history. Slots that were skipped or missed have a row too, so every slot is
+/// accounted for exactly once: the store keeps `(task_id, slot, attempt)` unique.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unique id of the run (a UUIDv7, so ids sort by creation time).
+    pub run_id: String,
+    /// The task.
+    pub task_id: String,
+    /// Why the run exists.
+    pub kind: RunKind,
+    /// The slot, or `None` for a manual trigger.
+    pub slot: Option<Timestamp>,
+    /// 1 for a first attempt; more for retries of an abandoned run.
+    pub attempt: u32,
+    /// The task's fence at the claim.
+    pub fence: u64,
+    /// The worker that claimed (or recorded) it.
+    pub worker: Option<String>,
+    /// The manual trigger this run serves, if any.
+    pub trigger_id: Option<String>,
+    /// When the claim committed (store clock).
+    pub claimed_at: Option<Timestamp>,
+    /// When the handler started (store clock).
+    pub started_at: Option<Timestamp>,
+    /// When the run ended (store clock).
+    pub finished_at: Option<Timestamp>,
+    /// The run's state.
+    pub status: RunStatus,
+    /// Why a slot was skipped or missed, or why a run was cancelled.
+    pub reason: Option<String>,
+    /// The handler's result.
+    pub result: Option<Value>,
+    /// The handler's error, or the engine's explanation.
+    pub error: Option<String>,
+}
+
+/// The end of a run, written by compare-and-set on the task's state (the fence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinish {
+    /// The run.
+    pub run_id: String,
+    /// Its final status.
+    pub status: RunStatus,
+    /// When it ended (store clock).
+    pub finished_at: Timestamp,
+    /// Why, when the engine ended it.
+    pub reason: Option<String>,
+    /// The handler's result.
+    pub result: Option<Value>,
+    /// The error text.
+    pub error: Option<String>,
+}
+
+/// A run holding a lease on its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLease {
+    /// The run.
+    pub run_id: String,
+    /// The fence of its claim.
+    pub fence: u64,
+    /// The worker running it.
+    pub worker: String,
+    /// Why it runs.
+    pub kind: RunKind,
+    /// Its slot.
+    pub slot: Option<Timestamp>,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// The trigger it serves.
+    pub trigger_id: Option<String>,
+    /// When it started (store clock).
+    pub started_at: Timestamp,
+    /// When the lease expires unless renewed (store clock).
+    pub lease_until: Timestamp,
+}
+
+/// Work accepted but not started yet: a manual trigger, a buffered slot, a catch-up slot or a retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRun {
+    /// Why it will run.
+    pub kind: RunKind,
+    /// Its slot (none for a manual trigger).
+    pub slot: Option<Timestamp>,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// The trigger id for manual runs (and their retries).
+    pub trigger_id: Option<String>,
+    /// When it was accepted (store clock).
+    pub requested_at: Timestamp,
+}
+
+/// Summary of the last finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// The run.
+    pub run_id: String,
+    /// Its final status.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// Its result.
+    pub result: Option<Value>,
+    /// Its error.
+    pub error: Option<String>,
+}
+
+/// A worker registered a definition that differs from the stored one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionConflict {
+    /// The worker with the other definition.
+    pub worker: String,
+    /// Its definition.
+    pub definition: TaskDefinition,
+    /// When it registered (store clock).
+    pub seen_at: Timestamp,
+}
+
+/// Everything the fleet shares about one task: one document, changed only atomically by the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// The stored definition (the first registration's).
+    pub definition: TaskDefinition,
+    /// A differing definition seen from another worker, if any.
+    pub conflict: Option<DefinitionConflict>,
+    /// Whether slots run.
+    pub enabled: bool,
+    /// When the task was first registered (store clock): slots count from here.
+    pub registered_at: Timestamp,
+    /// Every slot at or before this instant has been accounted for (claimed, skipped or missed).
+    pub high_water: Timestamp,
+    /// Grows with every claim.
+    pub fence: u64,
+    /// Runs holding a lease.
+    pub running: Vec<RunLease>,
+    /// Accepted work waiting for the running run to end.
+    pub pending: Vec<PendingRun>,
+    /// When a run of this task last started.
+    pub last_started_at: Option<Timestamp>,
+    /// The last finished run.
+    pub last_run: Option<LastRun>,
+}
+
+impl TaskState {
+    /// A new task's state at registration.
+    pub fn new(definition: TaskDefinition, now: Timestamp) -> Self {
+        Self {
+            definition,
+            conflict: None,
+            enabled: true,
+            registered_at: now,
+            high_water: now,
+            fence: 0,
+            running: Vec::new(),
+            pending: Vec::new(),
+            last_started_at: None,
+            last_run: None,
+        }
+    }
+
+    /// When some worker must look at this task without being woken by a timer: when a lease expires, or
+    /// at once when pending work can start. `None` when nothing is waiting.
+    pub fn attention_at(&self) -> Option<Timestamp> {
+        let lease_expiry = self.running.iter().map(|run| run.lease_until).min();
+        if self.running.is_empty() {
+            self.pending.iter().map(|pending| pending.requested_at).min()
+        } else {
+            lease_expiry
+        }
+    }
+
+    /// The pending manual trigger, if any.
+    pub fn pending_trigger(&self) -> Option<&PendingRun> {
+        self.pending.iter().find(|p| p.kind == RunKind::Manual)
+    }
+}
+
+/// A worker running a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningOn {
+    /// The worker id.
+    pub worker: String,
+    /// The run id.
+    pub run_id: String,
+    /// When the run started.
+    pub since: Timestamp,
+}
+
+/// The state of a task as operators see it: the seed's `TaskReport` and more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The task id.
+    pub id: String,
+    /// Description.
+    pub description: String,
+    /// Cron pattern.
+    pub schedule: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// When a run last started.
+    pub last_executed_at: Option<Timestamp>,
+    /// Whether a run holds a lease now (a disabled task may still be finishing a run).
+    pub is_running: bool,
+    /// The last finished run's result.
+    pub last_result: Option<Value>,
+    /// Whether slots run.
+    pub enabled: bool,
+    /// The next slot that will run (none while disabled).
+    pub next_run_at: Option<Timestamp>,
+    /// The last finished run's status.
+    pub last_status: Option<RunStatus>,
+    /// The last finished run's error.
+    pub last_error: Option<String>,
+    /// The last finished run's duration in milliseconds.
+    pub last_duration_ms: Option<i64>,
+    /// Who runs it now.
+    pub running_on: Vec<RunningOn>,
+    /// When the pending manual trigger was accepted, if one waits.
+    pub pending_trigger: Option<Timestamp>,
+    /// Differing definition registered by another worker.
+    pub definition_conflict: Option<DefinitionConflict>,
+}
+
+impl TaskReport {
+    /// Builds the report of a stored state, computing the next slot after `now`.
+    pub fn from_state(state: &TaskState, now: Timestamp) -> Self {
+        let next_run_at = if state.enabled {
+            crate::schedule::Schedule::parse(&state.definition.schedule, &state.definition.timezone)
+                .ok()
+                .and_then(|schedule| schedule.next_after(now.max(state.high_water)))
+        } else {
+            None
+        };
+        let last = state.last_run.as_ref();
+        Self {
+            id: state.definition.id.clone(),
+            description: state.definition.description.clone(),
+            schedule: state.definition.schedule.clone(),
+            timezone: state.definition.timezone.clone(),
+            last_executed_at: state.last_started_at,
+            is_running: !state.running.is_empty(),
+            last_result: last.and_then(|l| l.result.clone()),
+            enabled: state.enabled,
+            next_run_at,
+            last_status: last.map(|l| l.status),
+            last_error: last.and_then(|l| l.error.clone()),
+            last_duration_ms: last.map(|l| (l.finished_at - l.started_at).num_milliseconds()),
+            running_on: state
+                .running
+                .iter()
+                .map(|run| RunningOn {
+                    worker: run.worker.clone(),
+                    run_id: run.run_id.clone(),
+                    since: run.started_at,
+                })
+                .collect(),
+            pending_trigger: state.pending_trigger().map(|p| p.requested_at),
+            definition_conflict: state.conflict.clone(),
+        }
+    }
+}
+
+/// The seed's `UpdateScheduledTaskInput`: fields left `None` are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateScheduledTaskInput {
+    /// The task id.
+    pub id: String,
+    /// Enable or disable the task.
+    pub enabled: Option<bool>,
+}
+
+/// A page request for the run history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQuery {
+    /// Maximum rows.
+    pub limit: u32,
+    /// Only rows whose run id sorts before this one (for paging).
+    pub before: Option<String>,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        Self {
+            limit: 100,
+            before: None,
+        }
+    }
+}
+
+/// The answer to a manual trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerReceipt {
+    /// The trigger's id; the run that serves it carries it.
+    pub trigger_id: String,
+    /// True when a pending trigger already existed and this one joined it.
+    pub coalesced: bool,
+}
+
+/// How long history is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep at most this many rows per task (newest).
+    pub keep_last: Option<u32>,
+    /// Delete rows that ended longer ago than this.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_last: Some(1000),
+            max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}

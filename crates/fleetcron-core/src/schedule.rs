@@ -1,0 +1,261 @@
+//! Cron schedules: croner patterns (5 or 6 fields, `L`, `W`, `#`, names, `@daily`…) evaluated in an IANA
+//! time zone. Slots are UTC instants; DST gaps and overlaps follow croner's rules, the same as the
+//! JavaScript croner that Vendure uses.
+
+use crate::error::ConfigError;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use std::fmt;
+
+/// A parsed cron pattern bound to a time zone.
+#[derive(Clone)]
+pub struct Schedule {
+    pattern: String,
+    timezone: Tz,
+    cron: Cron,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("pattern", &self.pattern)
+            .field("timezone", &self.timezone.name())
+            .finish()
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern && self.timezone == other.timezone
+    }
+}
+
+impl Schedule {
+    /// Parses `pattern` (5 fields, or 6 with seconds first) for the IANA zone `timezone`.
+    pub fn parse(pattern: &str, timezone: &str) -> Result<Self, ConfigError> {
+        let timezone = parse_timezone(timezone)?;
+        Self::with_zone(pattern, timezone)
+    }
+
+    /// Parses `pattern` for an already parsed zone.
+    pub fn with_zone(pattern: &str, timezone: Tz) -> Result<Self, ConfigError> {
+        let trimmed = pattern.trim();
+        let fields = trimmed.split_whitespace().count();
+        if !trimmed.starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(ConfigError::InvalidSchedule {
+                pattern: pattern.to_owned(),
+                reason: format!("expected 5 or 6 fields, found {fields}"),
+            });
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(trimmed)
+            .map_err(|error| ConfigError::InvalidSchedule {
+                pattern: pattern.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let schedule = Self {
+            pattern: trimmed.to_owned(),
+            timezone,
+            cron,
+        };
+        // A pattern that parses but can never fire (30 February) is as useless as one that does not parse.
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(ConfigError::InvalidSchedule {
+                pattern: pattern.to_owned(),
+                reason: "the pattern never matches a date".to_owned(),
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// The pattern as written (trimmed).
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The time zone the pattern is evaluated in.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// The first slot strictly after `instant`, or `None` when the pattern has no further match.
+    pub fn next_after(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = instant.with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|next| next.with_timezone(&Utc))
+    }
+
+    /// The last slot at or before `instant`, or `None` when the pattern never matched before it.
+    pub fn latest_at_or_before(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = instant.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|previous| previous.with_timezone(&Utc))
+    }
+
+    /// Up to `limit` slots in `(after, until]`, in order.
+    pub fn slots_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut slots = Vec::new();
+        let mut cursor = after;
+        while slots.len() < limit {
+            match self.next_after(cursor) {
+                Some(next) if next <= until => {
+                    slots.push(next);
+                    cursor = next;
+                }
+                _ => break,
+            }
+        }
+        slots
+    }
+
+    /// The next `count` slots after `instant`.
+    pub fn upcoming(&self, instant: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let mut slots = Vec::with_capacity(count.min(1024));
+        let mut cursor = instant;
+        while slots.len() < count {
+            match self.next_after(cursor) {
+                Some(next) => {
+                    slots.push(next);
+                    cursor = next;
+                }
+                None => break,
+            }
+        }
+        slots
+    }
+
+    /// A human-readable description of the pattern (croner's `describe`).
+    pub fn describe(&self) -> String {
+        self.cron.describe()
+    }
+}
+
+/// Parses an IANA time zone name such as `Europe/Berlin` or `UTC`.
+pub fn parse_timezone(name: &str) -> Result<Tz, ConfigError> {
+    name.trim()
+        .parse::<Tz>()
+        .map_err(|_| ConfigError::UnknownTimezone(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid test instant")
+    }
+
+    #[test]
+    fn table_of_patterns() {
+        let from = utc(2026, 1, 1, 0, 0, 0); // a Thursday
+        let cases: &[(&str, &str, &[DateTime<Utc>])] = &[
+            ("*/15 * * * *", "UTC", &[utc(2026, 1, 1, 0, 15, 0), utc(2026, 1, 1, 0, 30, 0)]),
+            ("*/20 * * * * *", "UTC", &[utc(2026, 1, 1, 0, 0, 20), utc(2026, 1, 1, 0, 0, 40)]),
+            ("@daily", "UTC", &[utc(2026, 1, 2, 0, 0, 0), utc(2026, 1, 3, 0, 0, 0)]),
+            ("@hourly", "UTC", &[utc(2026, 1, 1, 1, 0, 0), utc(2026, 1, 1, 2, 0, 0)]),
+            ("0 12 L * *", "UTC", &[utc(2026, 1, 31, 12, 0, 0), utc(2026, 2, 28, 12, 0, 0)]),
+            ("0 9 * * 5#2", "UTC", &[utc(2026, 1, 9, 9, 0, 0), utc(2026, 2, 13, 9, 0, 0)]),
+            ("0 9 15W * *", "UTC", &[utc(2026, 1, 15, 9, 0, 0), utc(2026, 2, 16, 9, 0, 0)]),
+            ("0 0 * JAN,MAR MON-FRI", "UTC", &[utc(2026, 1, 1, 0, 0, 0) + chrono::Duration::days(1), utc(2026, 1, 5, 0, 0, 0)]),
+            ("0 9 * * *", "Europe/Berlin", &[utc(2026, 1, 1, 8, 0, 0), utc(2026, 1, 2, 8, 0, 0)]),
+        ];
+        for (pattern, zone, expected) in cases {
+            let schedule = Schedule::parse(pattern, zone).expect("valid pattern");
+            assert_eq!(
+                &schedule.upcoming(from, expected.len()),
+                expected,
+                "pattern {pattern} in {zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn dst_gap_in_europe_london() {
+        // 2026-03-29: clocks jump from 01:00 to 02:00 local. 01:30 does not exist that day.
+        let schedule = Schedule::parse("30 * * * *", "Europe/London").expect("valid");
+        let slots = schedule.upcoming(utc(2026, 3, 28, 23, 45, 0), 3);
+        // 00:30 GMT, then 02:30 BST (= 01:30 UTC): no slot is invented inside the gap.
+        assert_eq!(
+            slots,
+            vec![utc(2026, 3, 29, 0, 30, 0), utc(2026, 3, 29, 1, 30, 0), utc(2026, 3, 29, 2, 30, 0)]
+        );
+    }
+
+    #[test]
+    fn dst_overlap_in_europe_london_runs_hourly_pattern_per_real_hour() {
+        // 2026-10-25: clocks go back from 02:00 BST to 01:00 GMT; local 01:xx happens twice.
+        let schedule = Schedule::parse("30 * * * *", "Europe/London").expect("valid");
+        let slots = schedule.upcoming(utc(2026, 10, 24, 23, 45, 0), 3);
+        for pair in slots.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        assert_eq!(slots[0], utc(2026, 10, 25, 0, 30, 0));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        assert!(matches!(
+            Schedule::parse("61 * * * *", "UTC"),
+            Err(ConfigError::InvalidSchedule { .. })
+        ));
+        assert!(matches!(
+            Schedule::parse("* * *", "UTC"),
+            Err(ConfigError::InvalidSchedule { .. })
+        ));
+        assert!(matches!(
+            Schedule::parse("* * * * *", "Mars/Olympus"),
+            Err(ConfigError::UnknownTimezone(_))
+        ));
+        assert!(matches!(
+            Schedule::parse("0 0 30 2 *", "UTC"),
+            Err(ConfigError::InvalidSchedule { .. })
+        ));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const ZONES: &[&str] = &["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"];
+        const PATTERNS: &[&str] = &["* * * * *", "*/7 * * * *", "30 1-3 * * *", "0 2 * * 0", "15,45 */2 * * *", "0 0 L * *", "*/13 * * * * *"];
+
+        proptest! {
+            #[test]
+            fn next_is_strictly_increasing_and_matches(
+                zone in prop::sample::select(ZONES),
+                pattern in prop::sample::select(PATTERNS),
+                start in 1_700_000_000i64..1_900_000_000i64,
+            ) {
+                let schedule = Schedule::parse(pattern, zone).expect("valid");
+                let from = DateTime::<Utc>::from_timestamp(start, 0).expect("in range");
+                let slots = schedule.upcoming(from, 20);
+                prop_assert_eq!(slots.len(), 20);
+                prop_assert!(slots[0] > from);
+                for pair in slots.windows(2) {
+                    prop_assert!(pair[0] < pair[1]);
+                }
+                // No slot is skipped: the next slot after (slot - 1 s) is the slot itself.
+                for slot in &slots {
+                    prop_assert_eq!(schedule.next_after(*slot - chrono::Duration::seconds(1)), Some(*slot));
+                }
+            }
+        }
+    }
+}

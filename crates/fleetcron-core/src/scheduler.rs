@@ -1,0 +1,311 @@
+//! The runtime a service embeds: one timer over the next slot of every task (no polling for due slots),
+//! firing each slot into the strategy at its instant; plus the admin calls.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use fleetcron_core::{MemoryStore, MemoryStrategy, ScheduledTask, Scheduler};
+//! use std::sync::Arc;
+//!
+//! let strategy = MemoryStrategy::new(Arc::new(MemoryStore::new()));
+//! let scheduler = Scheduler::builder()
+//!     .strategy(strategy)
+//!     .task(
+//!         ScheduledTask::builder("report.daily")
+//!             .schedule("0 6 * * *")
+//!             .timezone("Europe/Berlin")
+//!             .handler(|ctx| async move { Ok(serde_json::json!({ "slot": ctx.slot })) })
+//!             .build()?,
+//!     )
+//!     .build()?;
+//! scheduler.run_until(tokio::signal::ctrl_c()).await?;
+//! # Ok(()) }
+//! ```
+
+use crate::clock::{system_clock, SharedClock};
+use crate::error::{ConfigError, SchedulerError};
+use crate::model::{RunQuery, RunRecord, TaskReport, Timestamp, TriggerReceipt, UpdateScheduledTaskInput};
+use crate::strategy::{ExecuteOutcome, SchedulerStrategy};
+use crate::task::{CatchUp, Firing, Overlap, ScheduledTask};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Id of the built-in task that prunes the run history once per slot across the fleet.
+pub const RETENTION_TASK_ID: &str = "fleetcron.retention";
+
+/// Builder for [`Scheduler`].
+pub struct SchedulerBuilder {
+    strategy: Option<Arc<dyn SchedulerStrategy>>,
+    tasks: Vec<ScheduledTask>,
+    worker_id: Option<String>,
+    clock: SharedClock,
+    retention_schedule: Option<String>,
+}
+
+impl SchedulerBuilder {
+    /// The strategy that coordinates this worker with the fleet.
+    pub fn strategy(mut self, strategy: impl SchedulerStrategy) -> Self {
+        self.strategy = Some(Arc::new(strategy));
+        self
+    }
+
+    /// The strategy, already shared.
+    pub fn shared_strategy(mut self, strategy: Arc<dyn SchedulerStrategy>) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+
+    /// Adds a task this worker runs.
+    pub fn task(mut self, task: ScheduledTask) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// Adds many tasks.
+    pub fn tasks(mut self, tasks: impl IntoIterator<Item = ScheduledTask>) -> Self {
+        self.tasks.extend(tasks);
+        self
+    }
+
+    /// This worker's id in reports and history (default `HOST:PID:RANDOM`).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// The clock the timers read (default the system clock). Due-ness is always judged by the store's
+    /// clock; this one only decides when to ask.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// When the fleet prunes run history (default every ten minutes); `None` disables pruning.
+    pub fn retention_schedule(mut self, pattern: Option<&str>) -> Self {
+        self.retention_schedule = pattern.map(str::to_owned);
+        self
+    }
+
+    /// Validates the configuration: a strategy is set and task ids are unique.
+    pub fn build(self) -> Result<Scheduler, ConfigError> {
+        let strategy = self.strategy.ok_or(ConfigError::MissingStrategy)?;
+        let mut seen = HashSet::new();
+        for task in &self.tasks {
+            if !seen.insert(task.id().to_owned()) {
+                return Err(ConfigError::DuplicateTaskId(task.id().to_owned()));
+            }
+        }
+        let mut tasks = self.tasks;
+        if let Some(pattern) = self.retention_schedule {
+            if seen.contains(RETENTION_TASK_ID) {
+                return Err(ConfigError::DuplicateTaskId(RETENTION_TASK_ID.to_owned()));
+            }
+            tasks.push(retention_task(&pattern, Arc::downgrade(&strategy))?);
+        }
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        crate::task::validate_task_id(&worker_id).map_err(|_| ConfigError::Invalid(format!("invalid worker id {worker_id:?}: use A-Z a-z 0-9 . _ : -, at most 128 characters")))?;
+        let (ready, _) = watch::channel(false);
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                strategy,
+                tasks: tasks.into_iter().map(Arc::new).collect(),
+                worker_id,
+                clock: self.clock,
+                ready,
+            }),
+        })
+    }
+}
+
+fn retention_task(pattern: &str, strategy: Weak<dyn SchedulerStrategy>) -> Result<ScheduledTask, ConfigError> {
+    ScheduledTask::builder(RETENTION_TASK_ID)
+        .description("Prunes run history beyond the retention policy")
+        .schedule(pattern)
+        .overlap(Overlap::Skip)
+        .catch_up(CatchUp::Latest { within: Duration::from_secs(24 * 3600) })
+        .timeout(Duration::from_secs(600))
+        .handler(move |_| {
+            let strategy = strategy.upgrade();
+            async move {
+                let strategy = strategy.ok_or("the scheduler is gone")?;
+                let deleted = strategy.prune_history().await.map_err(|error| crate::task::TaskError::new(error))?;
+                Ok(serde_json::json!({ "deleted": deleted }))
+            }
+        })
+        .build()
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect::<String>())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let host: String = host.chars().take(64).collect();
+    format!("{host}:{}:{}", std::process::id(), &suffix[suffix.len() - 6..])
+}
+
+struct Inner {
+    strategy: Arc<dyn SchedulerStrategy>,
+    tasks: Vec<Arc<ScheduledTask>>,
+    worker_id: String,
+    clock: SharedClock,
+    ready: watch::Sender<bool>,
+}
+
+/// A worker: registers its tasks with the strategy and fires each slot at its instant.
+/// Cheap to clone; clones share the worker.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("worker_id", &self.inner.worker_id).field("tasks", &self.inner.tasks.len()).finish()
+    }
+}
+
+impl Scheduler {
+    /// Starts building a scheduler.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder {
+            strategy: None,
+            tasks: Vec::new(),
+            worker_id: None,
+            clock: system_clock(),
+            retention_schedule: Some("*/10 * * * *".to_owned()),
+        }
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> &Arc<dyn SchedulerStrategy> {
+        &self.inner.strategy
+    }
+
+    /// Waits until [`Scheduler::run_until`] has registered every task and armed its timers.
+    pub async fn ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Runs the worker until `shutdown` completes, then shuts down gracefully: stops claiming, lets
+    /// running handlers finish within the strategy's grace period, cancels the rest.
+    pub async fn run_until(&self, shutdown: impl Future<Output = impl Sized>) -> Result<(), SchedulerError> {
+        let inner = &self.inner;
+        inner.strategy.init(&inner.worker_id).await?;
+        let outcome = self.run_timers(shutdown).await;
+        let destroyed = inner.strategy.destroy().await;
+        inner.ready.send_replace(false);
+        outcome.and(destroyed)
+    }
+
+    async fn run_timers(&self, shutdown: impl Future<Output = impl Sized>) -> Result<(), SchedulerError> {
+        let inner = &self.inner;
+        let registrations = inner.strategy.register_tasks(inner.tasks.iter().map(|task| (**task).clone()).collect()).await?;
+        let now = inner.clock.now();
+        let mut timers: BinaryHeap<Reverse<(Timestamp, usize)>> = BinaryHeap::with_capacity(inner.tasks.len());
+        for (index, (task, registration)) in inner.tasks.iter().zip(registrations).enumerate() {
+            let schedule = task.schedule();
+            // Slots that came due while no worker ran are claimed at once, so the catch-up policy applies.
+            let overdue = registration
+                .accounted_until
+                .and_then(|accounted| schedule.next_after(accounted))
+                .filter(|next| *next <= now)
+                .and_then(|_| schedule.latest_at_or_before(now));
+            if let Some(slot) = overdue.or_else(|| schedule.next_after(now)) {
+                timers.push(Reverse((slot, index)));
+            }
+        }
+        inner.ready.send_replace(true);
+        tracing::info!(worker = %inner.worker_id, tasks = inner.tasks.len(), "scheduler running");
+        let mut firings = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let wait = match timers.peek() {
+                Some(Reverse((slot, _))) => (*slot - inner.clock.now()).to_std().unwrap_or_default(),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                () = tokio::time::sleep(wait) => {}
+                Some(joined) = firings.join_next(), if !firings.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::error!(%error, "a firing task failed");
+                    }
+                    continue;
+                }
+            }
+            // Claims a hair early are answered "not due" by the store and retried at the exact instant.
+            let now = inner.clock.now() + chrono::Duration::milliseconds(1);
+            while let Some(Reverse((slot, index))) = timers.peek().copied() {
+                if slot > now {
+                    break;
+                }
+                timers.pop();
+                let Some(task) = inner.tasks.get(index).cloned() else { continue };
+                let strategy = inner.strategy.clone();
+                let firing_task = task.clone();
+                firings.spawn(async move {
+                    let task = firing_task;
+                    match strategy.execute_task(&task, Firing::Scheduled { slot }).await {
+                        Ok(ExecuteOutcome::Started { run_id, fence }) => tracing::debug!(task = task.id(), %slot, %run_id, fence, "slot claimed"),
+                        Ok(outcome) => tracing::debug!(task = task.id(), %slot, ?outcome, "slot not run here"),
+                        Err(SchedulerError::NotRunning) => {}
+                        Err(error) => tracing::error!(task = task.id(), %slot, %error, "slot claim failed"),
+                    }
+                });
+                let schedule = task.schedule();
+                let mut next = schedule.next_after(slot);
+                // A worker that was paused jumps to the latest due slot; the claim accounts for the gap.
+                if next.is_some_and(|next| next < now - chrono::Duration::seconds(1)) {
+                    next = schedule.latest_at_or_before(now).filter(|latest| *latest > slot).or(next);
+                }
+                if let Some(next) = next {
+                    timers.push(Reverse((next, index)));
+                }
+            }
+        }
+        inner.ready.send_replace(false);
+        // A claim already sent is decided by the strategy whether or not anyone waits for the answer; a
+        // run it starts is stopped by the strategy's graceful shutdown.
+        firings.shutdown().await;
+        Ok(())
+    }
+
+    /// Reports on every task in the store.
+    pub async fn tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
+        self.inner.strategy.get_tasks().await
+    }
+
+    /// Report on one task.
+    pub async fn task(&self, id: &str) -> Result<Option<TaskReport>, SchedulerError> {
+        self.inner.strategy.get_task(id).await
+    }
+
+    /// Triggers a task manually (durable; runs after the running run, if any; coalesces).
+    pub async fn trigger(&self, id: &str) -> Result<TriggerReceipt, SchedulerError> {
+        self.inner.strategy.trigger_task(id).await
+    }
+
+    /// Enables or disables a task fleet-wide.
+    pub async fn update(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError> {
+        self.inner.strategy.update_task(input).await
+    }
+
+    /// A task's history, newest first.
+    pub async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
+        self.inner.strategy.runs(id, query).await
+    }
+}

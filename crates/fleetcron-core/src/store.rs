@@ -1,0 +1,87 @@
+//! The narrow contract a backend implements. All policy lives in the engine; a store only keeps task
+//! state documents and run history, and changes them atomically with its own clock.
+//!
+//! # Contract
+//! * [`Store::mutate`] is the only way task state changes. For each id it calls `decide` with the
+//!   store's current time and the stored state, and commits the returned [`Mutation`] **atomically per
+//!   task**: the new state document and the history rows land together or not at all, and no other
+//!   mutation of that task interleaves between the read that `decide` saw and the write. A store may
+//!   commit a whole batch in one transaction (SQLite) or compare-and-set each task on a version
+//!   (servers with optimistic concurrency); in the latter case it calls `decide` again for a task whose
+//!   version moved, so `decide` must be a pure function of its arguments.
+//! * The time handed to `decide` is the store's clock, never the worker's. It must not go backwards
+//!   between two mutations of the same store.
+//! * A committed mutation survives a crash of the worker that made it (durability is the backend's:
+//!   SQLite in WAL mode with `synchronous=NORMAL` or stronger).
+//! * Inserting a history row whose `(task_id, slot, attempt)` already exists (slot not null) must fail
+//!   the whole mutation of that task with [`StoreError::Duplicate`]: the last line of defence against a
+//!   duplicate run.
+//! * Errors: [`StoreError::Unavailable`] means "nothing was committed, or it is unknown whether it was;
+//!   retry"; the engine retries with backoff and its decisions are idempotent on the state it reads.
+
+use crate::error::StoreError;
+use crate::model::{RunFinish, RunQuery, RunRecord, TaskState, Timestamp};
+use crate::model::Retention;
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+/// What `decide` asks the store to write for one task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mutation {
+    /// The new state document; `None` leaves the task unchanged (and inserts no row for a missing task).
+    pub state: Option<TaskState>,
+    /// History rows to insert.
+    pub insert_runs: Vec<RunRecord>,
+    /// History rows to close.
+    pub finish_runs: Vec<RunFinish>,
+}
+
+impl Mutation {
+    /// A mutation that changes nothing.
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// The decision function handed to [`Store::mutate`]: `(store_now, task_id, stored_state) -> Mutation`.
+pub type Decide<'a> = dyn FnMut(Timestamp, &str, Option<&TaskState>) -> Mutation + Send + 'a;
+
+/// A backend: task state documents plus run history, changed atomically with the store's clock.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the schema to this build's version. Safe when many workers call it at once;
+    /// fails with [`StoreError::SchemaTooNew`] on a store written by a newer build.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// The store's clock.
+    async fn now(&self) -> Result<Timestamp, StoreError>;
+
+    /// Reads, decides and writes each task atomically (see the module contract). `ids` has no duplicates.
+    /// Returns the store time the decisions were made at.
+    async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError>;
+
+    /// The states of these tasks (all tasks when `ids` is `None`), sorted by id, with the store's time.
+    async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError>;
+
+    /// Ids of tasks whose [`TaskState::attention_at`] is at or before the store's now, at most `limit`.
+    /// This is the one statement an idle worker runs per poll interval.
+    async fn due_for_attention(&self, limit: u32) -> Result<(Timestamp, Vec<String>), StoreError>;
+
+    /// A task's history, newest first.
+    async fn runs(&self, task_id: &str, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes history rows beyond the retention policy (never a `running` row); returns how many.
+    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError>;
+
+    /// Push notifications of tasks that want attention (triggers), for stores that can push. `None`
+    /// means the engine relies on polling alone.
+    fn subscribe(&self) -> Option<broadcast::Receiver<String>> {
+        None
+    }
+
+    /// Announces that `task_id` wants attention (after a trigger), for stores that can push.
+    async fn notify(&self, task_id: &str) -> Result<(), StoreError> {
+        let _ = task_id;
+        Ok(())
+    }
+}
