@@ -3,8 +3,8 @@
 //! the strategy's history and the handlers' own [`Recorder`].
 
 use crate::support::{
-    align_to_second, assert_contiguous_once, count_status, eventually, fast_config, history, recorded, Recorder, TaskFactory, Worker,
-    WorkerOptions,
+    align_to_second, assert_contiguous_once, count_status, eventually, fast_config, history, recorded, Recorder,
+    TaskFactory, Worker, WorkerOptions,
 };
 use crate::{Backend, Namespace};
 use chrono::{DateTime, TimeZone, Utc};
@@ -75,7 +75,11 @@ pub async fn single_winner_per_slot<B: Backend>(backend: &B) {
     align_to_second().await;
     for index in 0..4 {
         let recorder = recorder.clone();
-        let tasks = factory(move || (0..3).map(|t| every_second(&format!("race-{t}"), &recorder, Duration::from_millis(50))).collect());
+        let tasks = factory(move || {
+            (0..3)
+                .map(|t| every_second(&format!("race-{t}"), &recorder, Duration::from_millis(50)))
+                .collect()
+        });
         workers.push(Worker::start(&format!("w{index}"), &namespace, tasks, WorkerOptions::default()).await);
     }
     tokio::time::sleep(Duration::from_millis(4200)).await;
@@ -90,11 +94,25 @@ pub async fn single_winner_per_slot<B: Backend>(backend: &B) {
         assert!(slots >= 3, "task {id}: only {slots} slots accounted in 4 s");
         let events = recorder.of(&id);
         let started = started_rows(&runs);
-        assert_eq!(started.len(), events.len(), "task {id}: history and handler log disagree");
+        assert_eq!(
+            started.len(),
+            events.len(),
+            "task {id}: history and handler log disagree"
+        );
         for event in &events {
-            assert!(started.iter().any(|run| run.run_id == event.run_id && run.slot == event.slot), "task {id}: run {} missing from history", event.run_id);
+            assert!(
+                started
+                    .iter()
+                    .any(|run| run.run_id == event.run_id && run.slot == event.slot),
+                "task {id}: run {} missing from history",
+                event.run_id
+            );
         }
-        assert_eq!(count_status(&runs, RunStatus::Missed), 0, "task {id}: a live fleet misses nothing");
+        assert_eq!(
+            count_status(&runs, RunStatus::Missed),
+            0,
+            "task {id}: a live fleet misses nothing"
+        );
     }
 }
 
@@ -116,7 +134,11 @@ pub async fn no_slot_twice_after_restart<B: Backend>(backend: &B) {
     let runs = history(&admin, "restart").await;
     let slots = assert_contiguous_once("restart", &runs);
     assert!(slots >= 4, "only {slots} slots");
-    assert_eq!(count_status(&runs, RunStatus::Missed), 0, "restarts within the misfire threshold lose nothing");
+    assert_eq!(
+        count_status(&runs, RunStatus::Missed),
+        0,
+        "restarts within the misfire threshold lose nothing"
+    );
     assert_eq!(started_rows(&runs).len(), recorder.of("restart").len());
 }
 
@@ -129,7 +151,15 @@ pub async fn every_slot_accounted_with_slow_handler<B: Backend>(backend: &B) {
     let mut workers = Vec::new();
     for index in 0..2 {
         let recorder = recorder.clone();
-        workers.push(Worker::start(&format!("w{index}"), &namespace, factory(move || vec![every_second("slow", &recorder, Duration::from_millis(1500))]), WorkerOptions::default()).await);
+        workers.push(
+            Worker::start(
+                &format!("w{index}"),
+                &namespace,
+                factory(move || vec![every_second("slow", &recorder, Duration::from_millis(1500))]),
+                WorkerOptions::default(),
+            )
+            .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(5200)).await;
     for worker in workers {
@@ -143,16 +173,32 @@ pub async fn every_slot_accounted_with_slow_handler<B: Backend>(backend: &B) {
     let started = started_rows(&runs);
     for pair in started.windows(2) {
         let previous_end = pair[0].finished_at.unwrap_or(DateTime::<Utc>::MAX_UTC);
-        assert!(pair[1].started_at >= Some(previous_end), "runs overlapped under Overlap::Skip: {:?} / {:?}", pair[0], pair[1]);
+        assert!(
+            pair[1].started_at >= Some(previous_end),
+            "runs overlapped under Overlap::Skip: {:?} / {:?}",
+            pair[0],
+            pair[1]
+        );
     }
 }
 
-async fn run_overlap_case<B: Backend>(backend: &B, overlap: Overlap, seconds: u64) -> (Arc<dyn SchedulerStrategy>, Vec<fleetcron_core::RunRecord>, Recorder) {
+async fn run_overlap_case<B: Backend>(
+    backend: &B,
+    overlap: Overlap,
+    seconds: u64,
+) -> (Arc<dyn SchedulerStrategy>, Vec<fleetcron_core::RunRecord>, Recorder) {
     let (namespace, admin) = setup(backend).await;
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![must(recorded("overlap", &recorder, Duration::from_millis(2500)).overlap(overlap).build(), "valid")])
+        factory(move || {
+            vec![must(
+                recorded("overlap", &recorder, Duration::from_millis(2500))
+                    .overlap(overlap)
+                    .build(),
+                "valid",
+            )]
+        })
     };
     align_to_second().await;
     let worker = Worker::start("w", &namespace, make, WorkerOptions::default()).await;
@@ -168,8 +214,14 @@ pub async fn overlap_skip<B: Backend>(backend: &B) {
     let (_, runs, _) = run_overlap_case(backend, Overlap::Skip, 6).await;
     let skipped = count_status(&runs, RunStatus::Skipped);
     let started = started_rows(&runs).len();
-    assert!(skipped >= 2 * started.saturating_sub(1), "expected about two skipped slots per 2.5 s run: {skipped} skipped, {started} started");
-    assert!(runs.iter().filter(|run| run.status == RunStatus::Skipped).all(|run| run.reason.as_deref() == Some("overlap")));
+    assert!(
+        skipped >= 2 * started.saturating_sub(1),
+        "expected about two skipped slots per 2.5 s run: {skipped} skipped, {started} started"
+    );
+    assert!(runs
+        .iter()
+        .filter(|run| run.status == RunStatus::Skipped)
+        .all(|run| run.reason.as_deref() == Some("overlap")));
 }
 
 /// `Overlap::BufferOne`: one slot waits and starts right after the run ends; further ones are skipped.
@@ -178,13 +230,28 @@ pub async fn overlap_buffer_one<B: Backend>(backend: &B) {
     let started = started_rows(&runs);
     assert!(started.len() >= 2, "the buffered slot must run: {runs:?}");
     let buffered = started.windows(2).find(|pair| {
-        let late = pair[1].started_at.zip(pair[1].slot).map(|(started, slot)| (started - slot).num_milliseconds()).unwrap_or(0);
+        let late = pair[1]
+            .started_at
+            .zip(pair[1].slot)
+            .map(|(started, slot)| (started - slot).num_milliseconds())
+            .unwrap_or(0);
         late > 1000
     });
-    let Some(pair) = buffered else { panic!("no run started late from the buffer: {started:?}") };
-    let gap = pair[1].started_at.zip(pair[0].finished_at).map(|(start, end)| (start - end).num_milliseconds());
-    assert!(gap.is_some_and(|gap| (0..500).contains(&gap)), "the buffered slot must start right after the previous run ended, gap {gap:?} ms");
-    assert!(count_status(&runs, RunStatus::Skipped) >= 1, "slots beyond the buffer of one are skipped");
+    let Some(pair) = buffered else {
+        panic!("no run started late from the buffer: {started:?}")
+    };
+    let gap = pair[1]
+        .started_at
+        .zip(pair[0].finished_at)
+        .map(|(start, end)| (start - end).num_milliseconds());
+    assert!(
+        gap.is_some_and(|gap| (0..500).contains(&gap)),
+        "the buffered slot must start right after the previous run ended, gap {gap:?} ms"
+    );
+    assert!(
+        count_status(&runs, RunStatus::Skipped) >= 1,
+        "slots beyond the buffer of one are skipped"
+    );
 }
 
 /// `Overlap::AllowConcurrent`: runs overlap; nothing is skipped.
@@ -193,14 +260,21 @@ pub async fn overlap_allow_concurrent<B: Backend>(backend: &B) {
     assert_eq!(count_status(&runs, RunStatus::Skipped), 0);
     let started = started_rows(&runs);
     assert!(started.len() >= 3);
-    let overlapped = started.windows(2).any(|pair| pair[1].started_at < pair[0].finished_at.or(Some(DateTime::<Utc>::MAX_UTC)));
+    let overlapped = started
+        .windows(2)
+        .any(|pair| pair[1].started_at < pair[0].finished_at.or(Some(DateTime::<Utc>::MAX_UTC)));
     assert!(overlapped, "runs must overlap: {started:?}");
 }
 
 /// `Overlap::CancelPrevious`: each new slot cancels the running run, recorded `cancelled`.
 pub async fn overlap_cancel_previous<B: Backend>(backend: &B) {
     let (_, runs, recorder) = run_overlap_case(backend, Overlap::CancelPrevious, 5).await;
-    let cancelled: Vec<_> = runs.iter().filter(|run| run.status == RunStatus::Cancelled && run.reason.as_deref().is_some_and(|r| r.starts_with("superseded"))).collect();
+    let cancelled: Vec<_> = runs
+        .iter()
+        .filter(|run| {
+            run.status == RunStatus::Cancelled && run.reason.as_deref().is_some_and(|r| r.starts_with("superseded"))
+        })
+        .collect();
     assert!(cancelled.len() >= 2, "expected superseded runs: {runs:?}");
     assert_eq!(count_status(&runs, RunStatus::Skipped), 0);
     assert_eq!(started_rows(&runs).len(), recorder.of("overlap").len());
@@ -212,7 +286,14 @@ async fn run_outage_case<B: Backend>(backend: &B, catch_up: CatchUp) -> (Vec<fle
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![must(recorded("outage", &recorder, Duration::from_millis(100)).catch_up(catch_up).build(), "valid")])
+        factory(move || {
+            vec![must(
+                recorded("outage", &recorder, Duration::from_millis(100))
+                    .catch_up(catch_up)
+                    .build(),
+                "valid",
+            )]
+        })
     };
     let mut options = WorkerOptions::default();
     options.config.misfire_threshold = Duration::from_millis(300);
@@ -236,34 +317,66 @@ pub async fn catch_up_skip<B: Backend>(backend: &B) {
     let (runs, _) = run_outage_case(backend, CatchUp::Skip).await;
     assert!(count_status(&runs, RunStatus::Missed) >= 3, "{runs:?}");
     assert!(runs.iter().all(|run| run.kind != RunKind::CatchUp));
-    assert!(runs.iter().filter(|run| run.status == RunStatus::Missed).all(|run| run.reason.is_some()));
+    assert!(runs
+        .iter()
+        .filter(|run| run.status == RunStatus::Missed)
+        .all(|run| run.reason.is_some()));
 }
 
 /// `CatchUp::Latest`: the newest missed slot runs once; the older ones are `missed`.
 pub async fn catch_up_latest<B: Backend>(backend: &B) {
-    let (runs, _) = run_outage_case(backend, CatchUp::Latest { within: Duration::from_secs(3600) }).await;
+    let (runs, _) = run_outage_case(
+        backend,
+        CatchUp::Latest {
+            within: Duration::from_secs(3600),
+        },
+    )
+    .await;
     let caught: Vec<_> = runs.iter().filter(|run| run.kind == RunKind::CatchUp).collect();
     assert_eq!(caught.len(), 1, "exactly one catch-up run: {runs:?}");
     assert!(caught[0].status.started());
     assert!(count_status(&runs, RunStatus::Missed) >= 2);
-    let newest_missed = runs.iter().filter(|run| run.status == RunStatus::Missed).filter_map(|run| run.slot).max();
-    assert!(caught[0].slot > newest_missed, "the caught-up slot is the newest missed one");
+    let newest_missed = runs
+        .iter()
+        .filter(|run| run.status == RunStatus::Missed)
+        .filter_map(|run| run.slot)
+        .max();
+    assert!(
+        caught[0].slot > newest_missed,
+        "the caught-up slot is the newest missed one"
+    );
 }
 
 /// `CatchUp::Latest` with a short window: a missed slot older than `within` does not run.
 pub async fn catch_up_latest_too_old<B: Backend>(backend: &B) {
-    let (runs, _) = run_outage_case(backend, CatchUp::Latest { within: Duration::from_millis(200) }).await;
+    let (runs, _) = run_outage_case(
+        backend,
+        CatchUp::Latest {
+            within: Duration::from_millis(200),
+        },
+    )
+    .await;
     assert!(runs.iter().all(|run| run.kind != RunKind::CatchUp), "{runs:?}");
     assert!(count_status(&runs, RunStatus::Missed) >= 3);
 }
 
 /// `CatchUp::All`: the newest `max` missed slots run in order, one after another.
 pub async fn catch_up_all<B: Backend>(backend: &B) {
-    let (runs, _) = run_outage_case(backend, CatchUp::All { within: Duration::from_secs(3600), max: 2 }).await;
+    let (runs, _) = run_outage_case(
+        backend,
+        CatchUp::All {
+            within: Duration::from_secs(3600),
+            max: 2,
+        },
+    )
+    .await;
     let caught: Vec<_> = runs.iter().filter(|run| run.kind == RunKind::CatchUp).collect();
     assert_eq!(caught.len(), 2, "two catch-up runs: {runs:?}");
     assert!(caught[0].slot < caught[1].slot);
-    assert!(caught[1].started_at >= caught[0].finished_at, "catch-up runs go one after another");
+    assert!(
+        caught[1].started_at >= caught[0].finished_at,
+        "catch-up runs go one after another"
+    );
     assert!(count_status(&runs, RunStatus::Missed) >= 1);
 }
 
@@ -300,12 +413,21 @@ pub async fn timeout_cancels_handler<B: Backend>(backend: &B) {
     };
     let worker = Worker::start("w", &namespace, make, WorkerOptions::default()).await;
     must(admin.trigger_task("sleepy").await, "trigger");
-    let ended = eventually(Duration::from_secs(5), || async { history(&admin, "sleepy").await.iter().any(|run| run.status == RunStatus::TimedOut) }).await;
+    let ended = eventually(Duration::from_secs(5), || async {
+        history(&admin, "sleepy")
+            .await
+            .iter()
+            .any(|run| run.status == RunStatus::TimedOut)
+    })
+    .await;
     assert!(ended, "the run must be recorded timed_out");
     assert!(dropped.load(Ordering::SeqCst), "the handler's future must be dropped");
     assert!(!completed.load(Ordering::SeqCst));
     let runs = history(&admin, "sleepy").await;
-    assert!(runs[0].error.as_deref().is_some_and(|error| error.contains("timeout")), "{runs:?}");
+    assert!(
+        runs[0].error.as_deref().is_some_and(|error| error.contains("timeout")),
+        "{runs:?}"
+    );
     let report = must(admin.get_task("sleepy").await, "report");
     assert!(report.is_some_and(|report| !report.is_running && report.last_status == Some(RunStatus::TimedOut)));
     worker.stop().await;
@@ -343,19 +465,43 @@ pub async fn handler_error_and_panic_are_failures<B: Backend>(backend: &B) {
         must(admin.trigger_task(id).await, "trigger");
     }
     let done = eventually(Duration::from_secs(5), || async {
-        history(&admin, "fails").await.iter().any(|run| run.status == RunStatus::Failed) && history(&admin, "panics").await.iter().any(|run| run.status == RunStatus::Failed)
+        history(&admin, "fails")
+            .await
+            .iter()
+            .any(|run| run.status == RunStatus::Failed)
+            && history(&admin, "panics")
+                .await
+                .iter()
+                .any(|run| run.status == RunStatus::Failed)
     })
     .await;
     assert!(done, "both runs must be recorded failed");
     assert_eq!(history(&admin, "fails").await[0].error.as_deref(), Some("boom"));
     let panicked = history(&admin, "panics").await;
-    assert!(panicked[0].error.as_deref().is_some_and(|error| error.contains("panicked") && error.contains("kaboom")), "{panicked:?}");
+    assert!(
+        panicked[0]
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("panicked") && error.contains("kaboom")),
+        "{panicked:?}"
+    );
     must(admin.trigger_task("works").await, "trigger");
-    assert!(eventually(Duration::from_secs(5), || async { history(&admin, "works").await.iter().any(|run| run.status == RunStatus::Succeeded) }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            history(&admin, "works")
+                .await
+                .iter()
+                .any(|run| run.status == RunStatus::Succeeded)
+        })
+        .await
+    );
     worker.stop().await;
 }
 
-async fn abandon_case<B: Backend>(backend: &B, on_abandon: OnAbandon) -> (Arc<dyn SchedulerStrategy>, Recorder, Worker) {
+async fn abandon_case<B: Backend>(
+    backend: &B,
+    on_abandon: OnAbandon,
+) -> (Arc<dyn SchedulerStrategy>, Recorder, Worker) {
     let (namespace, admin) = setup(backend).await;
     let recorder = Recorder::new();
     let make = {
@@ -382,11 +528,23 @@ async fn abandon_case<B: Backend>(backend: &B, on_abandon: OnAbandon) -> (Arc<dy
     };
     let doomed = Worker::start("doomed", &namespace, make.clone(), WorkerOptions::default()).await;
     must(admin.trigger_task("fragile").await, "trigger");
-    assert!(eventually(Duration::from_secs(5), || async { !recorder.of("fragile").is_empty() }).await, "the run must start on the first worker");
+    assert!(
+        eventually(Duration::from_secs(5), || async { !recorder.of("fragile").is_empty() }).await,
+        "the run must start on the first worker"
+    );
     let survivor = Worker::start("survivor", &namespace, make, WorkerOptions::default()).await;
     doomed.kill().await;
-    let abandoned = eventually(Duration::from_secs(6), || async { history(&admin, "fragile").await.iter().any(|run| run.status == RunStatus::Abandoned) }).await;
-    assert!(abandoned, "the killed worker's run must be marked abandoned within the lease time");
+    let abandoned = eventually(Duration::from_secs(6), || async {
+        history(&admin, "fragile")
+            .await
+            .iter()
+            .any(|run| run.status == RunStatus::Abandoned)
+    })
+    .await;
+    assert!(
+        abandoned,
+        "the killed worker's run must be marked abandoned within the lease time"
+    );
     (admin, recorder, survivor)
 }
 
@@ -395,7 +553,11 @@ async fn abandon_case<B: Backend>(backend: &B, on_abandon: OnAbandon) -> (Arc<dy
 pub async fn lease_expiry_abandons_and_forgets<B: Backend>(backend: &B) {
     let (admin, recorder, survivor) = abandon_case(backend, OnAbandon::Forget).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(recorder.of("fragile").len(), 1, "Forget must not run the abandoned run again");
+    assert_eq!(
+        recorder.of("fragile").len(),
+        1,
+        "Forget must not run the abandoned run again"
+    );
     let report = must(admin.get_task("fragile").await, "report");
     assert!(report.is_some_and(|report| !report.is_running && report.last_status == Some(RunStatus::Abandoned)));
     survivor.stop().await;
@@ -404,14 +566,23 @@ pub async fn lease_expiry_abandons_and_forgets<B: Backend>(backend: &B) {
 /// Under `Retry`, the abandoned run's next attempt runs on a surviving worker.
 pub async fn lease_expiry_retries<B: Backend>(backend: &B) {
     let (admin, recorder, survivor) = abandon_case(backend, OnAbandon::Retry { max_attempts: 2 }).await;
-    let retried = eventually(Duration::from_secs(5), || async { history(&admin, "fragile").await.iter().any(|run| run.kind == RunKind::Retry && run.status == RunStatus::Succeeded) }).await;
+    let retried = eventually(Duration::from_secs(5), || async {
+        history(&admin, "fragile")
+            .await
+            .iter()
+            .any(|run| run.kind == RunKind::Retry && run.status == RunStatus::Succeeded)
+    })
+    .await;
     assert!(retried, "the retry must run and succeed");
     let events = recorder.of("fragile");
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].attempt, 2);
     assert_eq!(events[1].worker, "survivor");
     let runs = history(&admin, "fragile").await;
-    assert_eq!(runs[0].trigger_id, runs[1].trigger_id, "the retry serves the same trigger");
+    assert_eq!(
+        runs[0].trigger_id, runs[1].trigger_id,
+        "the retry serves the same trigger"
+    );
     assert!(runs[1].fence > runs[0].fence);
     survivor.stop().await;
 }
@@ -458,10 +629,17 @@ pub async fn stale_completion_rejected_by_fence<B: Backend>(backend: &B) {
     for id in ["stale-writer", "stale-listener"] {
         let runs = history(&admin, id).await;
         assert_eq!(runs.len(), 1, "{id}: {runs:?}");
-        assert_eq!(runs[0].status, RunStatus::Abandoned, "{id}: the stale worker's completion must be refused: {runs:?}");
+        assert_eq!(
+            runs[0].status,
+            RunStatus::Abandoned,
+            "{id}: the stale worker's completion must be refused: {runs:?}"
+        );
         assert_eq!(runs[0].result, None);
     }
-    assert!(saw_cancel.load(Ordering::SeqCst), "the stale handler must see its cancellation");
+    assert!(
+        saw_cancel.load(Ordering::SeqCst),
+        "the stale handler must see its cancellation"
+    );
     stale.stop().await;
     reaper.stop().await;
 }
@@ -502,10 +680,12 @@ pub async fn manual_trigger_waits_behind_running_run<B: Backend>(backend: &B) {
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![manual_task("busy", &recorder, |_| async {
-            tokio::time::sleep(Duration::from_millis(1200)).await;
-            Ok(Value::Null)
-        })])
+        factory(move || {
+            vec![manual_task("busy", &recorder, |_| async {
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                Ok(Value::Null)
+            })]
+        })
     };
     let workers = vec![
         Worker::start("a", &namespace, make.clone(), WorkerOptions::default()).await,
@@ -516,11 +696,28 @@ pub async fn manual_trigger_waits_behind_running_run<B: Backend>(backend: &B) {
     let second = must(admin.trigger_task("busy").await, "second trigger");
     assert!(!second.coalesced);
     let report = must(admin.get_task("busy").await, "report");
-    assert!(report.as_ref().is_some_and(|report| report.is_running && report.pending_trigger.is_some()), "{report:?}");
-    assert!(eventually(Duration::from_secs(4), || async { count_status(&history(&admin, "busy").await, RunStatus::Succeeded) == 2 }).await, "the waiting trigger must run");
+    assert!(
+        report
+            .as_ref()
+            .is_some_and(|report| report.is_running && report.pending_trigger.is_some()),
+        "{report:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            count_status(&history(&admin, "busy").await, RunStatus::Succeeded) == 2
+        })
+        .await,
+        "the waiting trigger must run"
+    );
     let runs = history(&admin, "busy").await;
-    let gap = runs[1].started_at.zip(runs[0].finished_at).map(|(start, end)| (start - end).num_milliseconds());
-    assert!(gap.is_some_and(|gap| (0..500).contains(&gap)), "the waiting trigger runs right after: gap {gap:?} ms");
+    let gap = runs[1]
+        .started_at
+        .zip(runs[0].finished_at)
+        .map(|(start, end)| (start - end).num_milliseconds());
+    assert!(
+        gap.is_some_and(|gap| (0..500).contains(&gap)),
+        "the waiting trigger runs right after: gap {gap:?} ms"
+    );
     for worker in workers {
         worker.stop().await;
     }
@@ -532,10 +729,12 @@ pub async fn manual_triggers_coalesce<B: Backend>(backend: &B) {
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![manual_task("coalesce", &recorder, |_| async {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            Ok(Value::Null)
-        })])
+        factory(move || {
+            vec![manual_task("coalesce", &recorder, |_| async {
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                Ok(Value::Null)
+            })]
+        })
     };
     let worker = Worker::start("w", &namespace, make, WorkerOptions::default()).await;
     must(admin.trigger_task("coalesce").await, "trigger");
@@ -545,9 +744,18 @@ pub async fn manual_triggers_coalesce<B: Backend>(backend: &B) {
     let joined_b = must(admin.trigger_task("coalesce").await, "trigger");
     assert!(!pending.coalesced && joined_a.coalesced && joined_b.coalesced);
     assert_eq!(joined_a.trigger_id, pending.trigger_id);
-    assert!(eventually(Duration::from_secs(4), || async { count_status(&history(&admin, "coalesce").await, RunStatus::Succeeded) == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            count_status(&history(&admin, "coalesce").await, RunStatus::Succeeded) == 2
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(recorder.of("coalesce").len(), 2, "four triggers, one pending at a time: two runs");
+    assert_eq!(
+        recorder.of("coalesce").len(),
+        2,
+        "four triggers, one pending at a time: two runs"
+    );
     worker.stop().await;
 }
 
@@ -560,15 +768,38 @@ pub async fn manual_trigger_refused_when_disabled_or_unknown<B: Backend>(backend
         factory(move || vec![manual_task("gated", &recorder, |_| async { Ok(Value::Null) })])
     };
     let worker = Worker::start("w", &namespace, make, WorkerOptions::default()).await;
-    assert!(matches!(admin.trigger_task("no-such-task").await, Err(SchedulerError::UnknownTask(id)) if id == "no-such-task"));
-    assert!(matches!(admin.update_task(UpdateScheduledTaskInput { id: "no-such-task".into(), enabled: Some(false) }).await, Err(SchedulerError::UnknownTask(_))));
+    assert!(
+        matches!(admin.trigger_task("no-such-task").await, Err(SchedulerError::UnknownTask(id)) if id == "no-such-task")
+    );
+    assert!(matches!(
+        admin
+            .update_task(UpdateScheduledTaskInput {
+                id: "no-such-task".into(),
+                enabled: Some(false)
+            })
+            .await,
+        Err(SchedulerError::UnknownTask(_))
+    ));
     assert!(matches!(admin.get_task("no-such-task").await, Ok(None)));
-    assert!(matches!(admin.runs("no-such-task", RunQuery::default()).await, Err(SchedulerError::UnknownTask(_))));
-    let report = must(admin.update_task(UpdateScheduledTaskInput { id: "gated".into(), enabled: Some(false) }).await, "disable");
+    assert!(matches!(
+        admin.runs("no-such-task", RunQuery::default()).await,
+        Err(SchedulerError::UnknownTask(_))
+    ));
+    let report = must(
+        admin
+            .update_task(UpdateScheduledTaskInput {
+                id: "gated".into(),
+                enabled: Some(false),
+            })
+            .await,
+        "disable",
+    );
     assert!(!report.enabled && report.next_run_at.is_none());
     let refused = admin.trigger_task("gated").await;
     assert!(matches!(&refused, Err(SchedulerError::TaskDisabled(_))), "{refused:?}");
-    assert!(refused.err().is_some_and(|error| error.to_string().contains("disabled")));
+    assert!(refused
+        .err()
+        .is_some_and(|error| error.to_string().contains("disabled")));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(recorder.of("gated").is_empty());
     let report = must(admin.get_task("gated").await, "report");
@@ -584,14 +815,20 @@ pub async fn manual_trigger_survives_restart<B: Backend>(backend: &B) {
         let recorder = recorder.clone();
         factory(move || vec![manual_task("durable", &recorder, |_| async { Ok(Value::Null) })])
     };
-    Worker::start("first", &namespace, make.clone(), WorkerOptions::default()).await.stop().await;
+    Worker::start("first", &namespace, make.clone(), WorkerOptions::default())
+        .await
+        .stop()
+        .await;
     let receipt = must(admin.trigger_task("durable").await, "trigger with no worker running");
     let report = must(admin.get_task("durable").await, "report");
     assert!(report.is_some_and(|report| report.pending_trigger.is_some()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(recorder.of("durable").is_empty());
     let worker = Worker::start("second", &namespace, make, WorkerOptions::default()).await;
-    assert!(eventually(Duration::from_secs(3), || async { recorder.of("durable").len() == 1 }).await, "the pending trigger must run when a worker starts");
+    assert!(
+        eventually(Duration::from_secs(3), || async { recorder.of("durable").len() == 1 }).await,
+        "the pending trigger must run when a worker starts"
+    );
     let runs = history(&admin, "durable").await;
     assert_eq!(runs[0].trigger_id.as_deref(), Some(receipt.trigger_id.as_str()));
     worker.stop().await;
@@ -612,22 +849,59 @@ pub async fn disable_enable_fleet_wide<B: Backend>(backend: &B) {
         Worker::start("b", &namespace, make, WorkerOptions::default()).await,
     ];
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    must(workers[0].scheduler().update(UpdateScheduledTaskInput { id: "toggled".into(), enabled: Some(false) }).await, "disable");
+    must(
+        workers[0]
+            .scheduler()
+            .update(UpdateScheduledTaskInput {
+                id: "toggled".into(),
+                enabled: Some(false),
+            })
+            .await,
+        "disable",
+    );
     let disabled_at = Utc::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(recorder.of("toggled").iter().all(|event| event.started <= disabled_at + chrono::Duration::milliseconds(50)), "no run may start after the disable");
-    must(admin.update_task(UpdateScheduledTaskInput { id: "toggled".into(), enabled: Some(true) }).await, "enable");
+    assert!(
+        recorder
+            .of("toggled")
+            .iter()
+            .all(|event| event.started <= disabled_at + chrono::Duration::milliseconds(50)),
+        "no run may start after the disable"
+    );
+    must(
+        admin
+            .update_task(UpdateScheduledTaskInput {
+                id: "toggled".into(),
+                enabled: Some(true),
+            })
+            .await,
+        "enable",
+    );
     let enabled_at = Utc::now();
     tokio::time::sleep(Duration::from_millis(2200)).await;
     for worker in workers {
         worker.stop().await;
     }
-    assert!(recorder.of("toggled").iter().filter(|event| event.started > enabled_at).count() >= 1, "runs resume after enable");
+    assert!(
+        recorder
+            .of("toggled")
+            .iter()
+            .filter(|event| event.started > enabled_at)
+            .count()
+            >= 1,
+        "runs resume after enable"
+    );
     let runs = history(&admin, "toggled").await;
     assert_contiguous_once("toggled", &runs);
     let skipped: Vec<_> = runs.iter().filter(|run| run.status == RunStatus::Skipped).collect();
-    assert!(skipped.len() >= 2 && skipped.iter().all(|run| run.reason.as_deref() == Some("disabled")), "{runs:?}");
-    assert!(runs.iter().all(|run| run.kind != RunKind::CatchUp), "disabled slots are never caught up");
+    assert!(
+        skipped.len() >= 2 && skipped.iter().all(|run| run.reason.as_deref() == Some("disabled")),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter().all(|run| run.kind != RunKind::CatchUp),
+        "disabled slots are never caught up"
+    );
     assert_eq!(recorder.duplicates(), vec![]);
 }
 
@@ -637,27 +911,51 @@ pub async fn reports_and_history<B: Backend>(backend: &B) {
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![must(recorded("reported", &recorder, Duration::from_millis(400)).description("A reported task").timezone("Europe/Berlin").build(), "valid")])
+        factory(move || {
+            vec![must(
+                recorded("reported", &recorder, Duration::from_millis(400))
+                    .description("A reported task")
+                    .timezone("Europe/Berlin")
+                    .build(),
+                "valid",
+            )]
+        })
     };
     align_to_second().await;
     let worker = Worker::start("reporter", &namespace, make, WorkerOptions::default()).await;
     tokio::time::sleep(Duration::from_millis(1150)).await;
     let running = must(admin.get_task("reported").await, "report");
-    let Some(running) = running else { panic!("the task must be reported") };
+    let Some(running) = running else {
+        panic!("the task must be reported")
+    };
     assert!(running.is_running, "{running:?}");
-    assert_eq!(running.running_on.first().map(|on| on.worker.as_str()), Some("reporter"));
+    assert_eq!(
+        running.running_on.first().map(|on| on.worker.as_str()),
+        Some("reporter")
+    );
     tokio::time::sleep(Duration::from_millis(2000)).await;
     worker.stop().await;
     let reports = must(admin.get_tasks().await, "reports");
-    let Some(report) = reports.iter().find(|report| report.id == "reported") else { panic!("get_tasks must list the task: {reports:?}") };
+    let Some(report) = reports.iter().find(|report| report.id == "reported") else {
+        panic!("get_tasks must list the task: {reports:?}")
+    };
     assert!(report.enabled);
     assert_eq!(report.description, "A reported task");
     assert_eq!(report.schedule, "* * * * * *");
     assert_eq!(report.timezone, "Europe/Berlin");
     assert_eq!(report.last_status, Some(RunStatus::Succeeded));
     assert!(report.last_executed_at.is_some());
-    assert!(report.last_duration_ms.is_some_and(|ms| (350..2000).contains(&ms)), "{report:?}");
-    assert!(report.last_result.as_ref().is_some_and(|result| result["worker"] == json!("reporter")), "{report:?}");
+    assert!(
+        report.last_duration_ms.is_some_and(|ms| (350..2000).contains(&ms)),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .last_result
+            .as_ref()
+            .is_some_and(|result| result["worker"] == json!("reporter")),
+        "{report:?}"
+    );
     let now = Utc::now();
     assert!(report.next_run_at.is_some_and(|next| next > now - chrono::Duration::seconds(1) && next <= now + chrono::Duration::seconds(2)), "{report:?}");
     let runs = history(&admin, "reported").await;
@@ -668,13 +966,30 @@ pub async fn reports_and_history<B: Backend>(backend: &B) {
     }
     for run in &started {
         assert_eq!(run.worker.as_deref(), Some("reporter"));
-        assert!(run.started_at >= run.slot && run.finished_at >= run.started_at, "{run:?}");
+        assert!(
+            run.started_at >= run.slot && run.finished_at >= run.started_at,
+            "{run:?}"
+        );
         assert!(run.result.is_some());
     }
-    let first_page = must(admin.runs("reported", RunQuery { limit: 2, before: None }).await, "page");
+    let first_page = must(
+        admin.runs("reported", RunQuery { limit: 2, before: None }).await,
+        "page",
+    );
     assert_eq!(first_page.len(), 2);
     assert!(first_page[0].run_id > first_page[1].run_id, "newest first");
-    let second_page = must(admin.runs("reported", RunQuery { limit: 2, before: Some(first_page[1].run_id.clone()) }).await, "page 2");
+    let second_page = must(
+        admin
+            .runs(
+                "reported",
+                RunQuery {
+                    limit: 2,
+                    before: Some(first_page[1].run_id.clone()),
+                },
+            )
+            .await,
+        "page 2",
+    );
     assert!(second_page.iter().all(|run| run.run_id < first_page[1].run_id));
 }
 
@@ -682,7 +997,10 @@ pub async fn reports_and_history<B: Backend>(backend: &B) {
 pub async fn retention_prunes_history<B: Backend>(backend: &B) {
     let namespace = backend.namespace(system_clock()).await;
     let mut options = WorkerOptions::default();
-    options.config.retention = Retention { keep_last: Some(3), max_age: None };
+    options.config.retention = Retention {
+        keep_last: Some(3),
+        max_age: None,
+    };
     let admin = namespace.strategy(options.config.clone()).await;
     let recorder = Recorder::new();
     let make = {
@@ -707,7 +1025,10 @@ pub async fn worker_clock_ahead_cannot_start_early<B: Backend>(backend: &B) {
         let recorder = recorder.clone();
         factory(move || vec![every_second("early", &recorder, Duration::ZERO)])
     };
-    let options = WorkerOptions { clock: Some(Arc::new(OffsetClock::new(chrono::Duration::milliseconds(2500)))), ..WorkerOptions::default() };
+    let options = WorkerOptions {
+        clock: Some(Arc::new(OffsetClock::new(chrono::Duration::milliseconds(2500)))),
+        ..WorkerOptions::default()
+    };
     let worker = Worker::start("fast-clock", &namespace, make, options).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     worker.stop().await;
@@ -715,7 +1036,12 @@ pub async fn worker_clock_ahead_cannot_start_early<B: Backend>(backend: &B) {
     assert!(events.len() >= 3);
     for event in &events {
         let slot = event.slot.unwrap_or(DateTime::<Utc>::MAX_UTC);
-        assert!(event.started >= slot, "started {} before its slot {}", event.started, slot);
+        assert!(
+            event.started >= slot,
+            "started {} before its slot {}",
+            event.started,
+            slot
+        );
     }
     for run in started_rows(&history(&admin, "early").await) {
         assert!(run.started_at >= run.slot, "{run:?}");
@@ -732,7 +1058,10 @@ pub async fn worker_clock_behind_cannot_run_twice<B: Backend>(backend: &B) {
     };
     let mut workers = Vec::new();
     for (index, skew) in [-2500i64, 0, 2500].into_iter().enumerate() {
-        let options = WorkerOptions { clock: Some(Arc::new(OffsetClock::new(chrono::Duration::milliseconds(skew)))), ..WorkerOptions::default() };
+        let options = WorkerOptions {
+            clock: Some(Arc::new(OffsetClock::new(chrono::Duration::milliseconds(skew)))),
+            ..WorkerOptions::default()
+        };
         workers.push(Worker::start(&format!("skew{index}"), &namespace, make.clone(), options).await);
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -745,7 +1074,12 @@ pub async fn worker_clock_behind_cannot_run_twice<B: Backend>(backend: &B) {
     assert_eq!(count_status(&runs, RunStatus::Missed), 0);
 }
 
-async fn dst_case<B: Backend>(backend: &B, start: DateTime<Utc>, pattern: &str, zone: &str) -> Option<(Vec<DateTime<Utc>>, Vec<DateTime<Utc>>)> {
+async fn dst_case<B: Backend>(
+    backend: &B,
+    start: DateTime<Utc>,
+    pattern: &str,
+    zone: &str,
+) -> Option<(Vec<DateTime<Utc>>, Vec<DateTime<Utc>>)> {
     if !backend.injectable_store_clock() {
         eprintln!("SKIPPED: this backend keeps its own clock, so the store cannot be moved to a DST date");
         return None;
@@ -756,9 +1090,20 @@ async fn dst_case<B: Backend>(backend: &B, start: DateTime<Utc>, pattern: &str, 
     let recorder = Recorder::new();
     let make = {
         let (recorder, pattern, zone) = (recorder.clone(), pattern.to_owned(), zone.to_owned());
-        factory(move || vec![must(recorded("dst", &recorder, Duration::ZERO).schedule(pattern.clone()).timezone(zone.clone()).build(), "valid")])
+        factory(move || {
+            vec![must(
+                recorded("dst", &recorder, Duration::ZERO)
+                    .schedule(pattern.clone())
+                    .timezone(zone.clone())
+                    .build(),
+                "valid",
+            )]
+        })
     };
-    let options = WorkerOptions { clock: Some(clock), ..WorkerOptions::default() };
+    let options = WorkerOptions {
+        clock: Some(clock),
+        ..WorkerOptions::default()
+    };
     let worker = Worker::start("dst", &namespace, make, options).await;
     tokio::time::sleep(Duration::from_millis(5500)).await;
     worker.stop().await;
@@ -774,18 +1119,32 @@ async fn dst_case<B: Backend>(backend: &B, start: DateTime<Utc>, pattern: &str, 
 /// On the spring-forward day in Europe/London, local 01:xx does not exist: the fleet runs exactly
 /// croner's slots, starting at 02:00 BST (01:00 UTC).
 pub async fn dst_gap_day<B: Backend>(backend: &B) {
-    let start = Utc.with_ymd_and_hms(2026, 3, 29, 0, 59, 57).single().unwrap_or_default();
-    let Some((ran, expected)) = dst_case(backend, start, "* * 1,2 * * *", "Europe/London").await else { return };
+    let start = Utc
+        .with_ymd_and_hms(2026, 3, 29, 0, 59, 57)
+        .single()
+        .unwrap_or_default();
+    let Some((ran, expected)) = dst_case(backend, start, "* * 1,2 * * *", "Europe/London").await else {
+        return;
+    };
     assert!(!ran.is_empty());
     assert_eq!(ran, expected, "the fleet must run exactly croner's slots");
     let gap_end = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).single().unwrap_or_default();
-    assert_eq!(ran.first().copied(), Some(gap_end), "the first slot is 02:00:00 BST = 01:00:00 UTC");
+    assert_eq!(
+        ran.first().copied(),
+        Some(gap_end),
+        "the first slot is 02:00:00 BST = 01:00:00 UTC"
+    );
 }
 
 /// On the fall-back day, local 01:xx happens twice; the fleet runs exactly croner's slots, each once.
 pub async fn dst_overlap_day<B: Backend>(backend: &B) {
-    let start = Utc.with_ymd_and_hms(2026, 10, 25, 0, 59, 57).single().unwrap_or_default();
-    let Some((ran, expected)) = dst_case(backend, start, "* * 1 * * *", "Europe/London").await else { return };
+    let start = Utc
+        .with_ymd_and_hms(2026, 10, 25, 0, 59, 57)
+        .single()
+        .unwrap_or_default();
+    let Some((ran, expected)) = dst_case(backend, start, "* * 1 * * *", "Europe/London").await else {
+        return;
+    };
     assert!(ran.len() >= 2, "{ran:?}");
     assert_eq!(ran, expected, "the fleet must run exactly croner's slots");
     for pair in ran.windows(2) {
@@ -802,13 +1161,26 @@ pub async fn oversized_result_is_bounded<B: Backend>(backend: &B) {
     let recorder = Recorder::new();
     let make = {
         let recorder = recorder.clone();
-        factory(move || vec![manual_task("big", &recorder, |_| async { Ok(json!("x".repeat(10_000))) })])
+        factory(move || {
+            vec![manual_task("big", &recorder, |_| async {
+                Ok(json!("x".repeat(10_000)))
+            })]
+        })
     };
     let worker = Worker::start("w", &namespace, make, options).await;
     must(admin.trigger_task("big").await, "trigger");
-    assert!(eventually(Duration::from_secs(3), || async { count_status(&history(&admin, "big").await, RunStatus::Succeeded) == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            count_status(&history(&admin, "big").await, RunStatus::Succeeded) == 1
+        })
+        .await
+    );
     let runs = history(&admin, "big").await;
-    assert_eq!(runs[0].result.as_ref().map(|result| result["truncated"].clone()), Some(json!(true)), "{runs:?}");
+    assert_eq!(
+        runs[0].result.as_ref().map(|result| result["truncated"].clone()),
+        Some(json!(true)),
+        "{runs:?}"
+    );
     worker.stop().await;
 }
 
@@ -846,14 +1218,25 @@ pub async fn graceful_shutdown_cancels_and_releases<B: Backend>(backend: &B) {
     assert!(eventually(Duration::from_secs(3), || async { recorder.events().len() == 2 }).await);
     let stopping = std::time::Instant::now();
     worker.stop().await;
-    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
-    assert_eq!(finished_quick.load(Ordering::SeqCst), 1, "a run that ends within the grace period finishes normally");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        finished_quick.load(Ordering::SeqCst),
+        1,
+        "a run that ends within the grace period finishes normally"
+    );
     assert_eq!(history(&admin, "short").await[0].status, RunStatus::Succeeded);
     let long = history(&admin, "long").await;
     assert_eq!(long[0].status, RunStatus::Cancelled, "{long:?}");
     assert_eq!(long[0].reason.as_deref(), Some("scheduler shutdown"));
     let report = must(admin.get_task("long").await, "report");
-    assert!(report.is_some_and(|report| !report.is_running), "the lease is released at shutdown");
+    assert!(
+        report.is_some_and(|report| !report.is_running),
+        "the lease is released at shutdown"
+    );
 }
 
 /// Two workers registering different definitions under one id: the report shows the conflict.
@@ -866,15 +1249,31 @@ pub async fn definition_conflict_is_reported<B: Backend>(backend: &B) {
     };
     let second = {
         let recorder = recorder.clone();
-        factory(move || vec![must(recorded("shared-id", &recorder, Duration::ZERO).schedule("*/2 * * * * *").build(), "valid")])
+        factory(move || {
+            vec![must(
+                recorded("shared-id", &recorder, Duration::ZERO)
+                    .schedule("*/2 * * * * *")
+                    .build(),
+                "valid",
+            )]
+        })
     };
     let a = Worker::start("old-build", &namespace, first, WorkerOptions::default()).await;
     let b = Worker::start("new-build", &namespace, second, WorkerOptions::default()).await;
     let report = must(admin.get_task("shared-id").await, "report");
-    let Some(report) = report else { panic!("task must exist") };
-    assert_eq!(report.schedule, "* * * * * *", "the first registration's definition is kept");
+    let Some(report) = report else {
+        panic!("task must exist")
+    };
+    assert_eq!(
+        report.schedule, "* * * * * *",
+        "the first registration's definition is kept"
+    );
     let conflict = report.definition_conflict.as_ref();
-    assert!(conflict.is_some_and(|conflict| conflict.worker == "new-build" && conflict.definition.schedule == "*/2 * * * * *"), "{report:?}");
+    assert!(
+        conflict
+            .is_some_and(|conflict| conflict.worker == "new-build" && conflict.definition.schedule == "*/2 * * * * *"),
+        "{report:?}"
+    );
     tokio::time::sleep(Duration::from_millis(2200)).await;
     a.stop().await;
     b.stop().await;

@@ -22,6 +22,10 @@ impl Namespace for MemoryNamespace {
 
 impl Backend for MemoryBackend {
     fn namespace(&self, store_clock: SharedClock) -> BoxedFuture<'_, Arc<dyn Namespace>> {
-        Box::pin(async move { Arc::new(MemoryNamespace { store: Arc::new(MemoryStore::with_clock(store_clock)) }) as Arc<dyn Namespace> })
+        Box::pin(async move {
+            Arc::new(MemoryNamespace {
+                store: Arc::new(MemoryStore::with_clock(store_clock)),
+            }) as Arc<dyn Namespace>
+        })
     }
 }

@@ -76,7 +76,10 @@ impl Recorder {
 
     /// The events of one task.
     pub fn of(&self, task_id: &str) -> Vec<Event> {
-        self.events().into_iter().filter(|event| event.task_id == task_id).collect()
+        self.events()
+            .into_iter()
+            .filter(|event| event.task_id == task_id)
+            .collect()
     }
 
     /// Slots that more than one handler start saw (the same attempt), with their counts.
@@ -100,19 +103,21 @@ impl Recorder {
 /// A task that runs every second and records itself, then sleeps `work`.
 pub fn recorded(id: &str, recorder: &Recorder, work: Duration) -> ScheduledTaskBuilder {
     let recorder = recorder.clone();
-    ScheduledTask::builder(id).schedule("* * * * * *").handler(move |context: TaskContext| {
-        let recorder = recorder.clone();
-        async move {
-            recorder.record(&context);
-            if !work.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(work) => {}
-                    () = context.cancellation.cancelled() => return Err(TaskError::new("cancelled")),
+    ScheduledTask::builder(id)
+        .schedule("* * * * * *")
+        .handler(move |context: TaskContext| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&context);
+                if !work.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(work) => {}
+                        () = context.cancellation.cancelled() => return Err(TaskError::new("cancelled")),
+                    }
                 }
+                Ok::<Value, TaskError>(serde_json::json!({ "slot": context.slot, "worker": context.worker_id }))
             }
-            Ok::<Value, TaskError>(serde_json::json!({ "slot": context.slot, "worker": context.worker_id }))
-        }
-    })
+        })
 }
 
 /// Builds a worker's tasks (called inside the worker's own runtime).
@@ -148,7 +153,12 @@ impl Default for WorkerOptions {
 
 impl Worker {
     /// Starts a worker on `namespace` running the tasks `factory` builds; returns once it is ready.
-    pub async fn start(id: &str, namespace: &Arc<dyn Namespace>, factory: TaskFactory, options: WorkerOptions) -> Worker {
+    pub async fn start(
+        id: &str,
+        namespace: &Arc<dyn Namespace>,
+        factory: TaskFactory,
+        options: WorkerOptions,
+    ) -> Worker {
         let (stop_sender, stop_receiver) = oneshot::channel::<()>();
         let (kill_sender, kill_receiver) = oneshot::channel::<()>();
         let (ready_sender, ready_receiver) = oneshot::channel::<()>();
@@ -157,13 +167,21 @@ impl Worker {
         let worker_id = id.to_owned();
         let slot = scheduler_slot.clone();
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => panic!("worker runtime: {error}"),
             };
             runtime.block_on(async move {
                 let strategy = namespace.strategy(options.config.clone()).await;
-                let mut builder = Scheduler::builder().shared_strategy(strategy).worker_id(worker_id.clone()).tasks(factory()).retention_schedule(None);
+                let mut builder = Scheduler::builder()
+                    .shared_strategy(strategy)
+                    .worker_id(worker_id.clone())
+                    .tasks(factory())
+                    .retention_schedule(None);
                 if let Some(clock) = options.clock.clone() {
                     builder = builder.clock(clock);
                 }
@@ -175,7 +193,13 @@ impl Worker {
                     *slot = Some(scheduler.clone());
                 }
                 let running = scheduler.clone();
-                let run = tokio::spawn(async move { running.run_until(async { let _ = stop_receiver.await; }).await });
+                let run = tokio::spawn(async move {
+                    running
+                        .run_until(async {
+                            let _ = stop_receiver.await;
+                        })
+                        .await
+                });
                 let ready = scheduler.clone();
                 tokio::spawn(async move {
                     ready.ready().await;
@@ -259,7 +283,16 @@ where
 
 /// A task's whole history, oldest first.
 pub async fn history(strategy: &Arc<dyn SchedulerStrategy>, task_id: &str) -> Vec<RunRecord> {
-    let mut runs = match strategy.runs(task_id, RunQuery { limit: 100_000, before: None }).await {
+    let mut runs = match strategy
+        .runs(
+            task_id,
+            RunQuery {
+                limit: 100_000,
+                before: None,
+            },
+        )
+        .await
+    {
         Ok(runs) => runs,
         Err(error) => panic!("history of {task_id}: {error}"),
     };
@@ -275,11 +308,19 @@ pub fn count_status(runs: &[RunRecord], status: RunStatus) -> usize {
 /// Asserts that the slotted rows of `runs` cover every slot of the every-second schedule from the first
 /// to the last exactly once (attempt 1), and returns the number of slots.
 pub fn assert_contiguous_once(task_id: &str, runs: &[RunRecord]) -> usize {
-    let mut slots: Vec<DateTime<Utc>> = runs.iter().filter(|run| run.attempt == 1).filter_map(|run| run.slot).collect();
+    let mut slots: Vec<DateTime<Utc>> = runs
+        .iter()
+        .filter(|run| run.attempt == 1)
+        .filter_map(|run| run.slot)
+        .collect();
     slots.sort();
     let count = slots.len();
     for pair in slots.windows(2) {
-        assert!(pair[0] != pair[1], "task {task_id}: slot {} has two history rows", pair[0]);
+        assert!(
+            pair[0] != pair[1],
+            "task {task_id}: slot {} has two history rows",
+            pair[0]
+        );
         assert_eq!(
             (pair[1] - pair[0]).num_milliseconds(),
             1000,

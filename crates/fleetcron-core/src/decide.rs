@@ -54,6 +54,13 @@ pub enum SlotOutcome {
     Progress,
 }
 
+/// Why a trigger was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerRefused {
+    /// The task is disabled.
+    Disabled,
+}
+
 /// The answer to a completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishOutcome {
@@ -161,7 +168,14 @@ impl<'a> Decision<'a> {
         self.started.push(lease);
     }
 
-    fn record(&mut self, kind: RunKind, slot: Option<Timestamp>, trigger_id: Option<String>, status: RunStatus, reason: &str) {
+    fn record(
+        &mut self,
+        kind: RunKind,
+        slot: Option<Timestamp>,
+        trigger_id: Option<String>,
+        status: RunStatus,
+        reason: &str,
+    ) {
         self.changed = true;
         self.inserts.push(RunRecord {
             run_id: Self::new_run_id(),
@@ -182,7 +196,14 @@ impl<'a> Decision<'a> {
         });
     }
 
-    fn end_run(&mut self, index: usize, status: RunStatus, reason: Option<String>, result: Option<Value>, error: Option<String>) -> RunLease {
+    fn end_run(
+        &mut self,
+        index: usize,
+        status: RunStatus,
+        reason: Option<String>,
+        result: Option<Value>,
+        error: Option<String>,
+    ) -> RunLease {
         self.changed = true;
         let lease = self.state.running.remove(index);
         self.finishes.push(RunFinish {
@@ -214,7 +235,9 @@ impl<'a> Decision<'a> {
                 RunStatus::Abandoned,
                 Some("lease expired".to_owned()),
                 None,
-                Some(format!("worker {worker} stopped renewing its lease; the run was abandoned")),
+                Some(format!(
+                    "worker {worker} stopped renewing its lease; the run was abandoned"
+                )),
             );
             self.ended.push(lease.run_id.clone());
             if let OnAbandon::Retry { max_attempts } = policy.on_abandon {
@@ -247,7 +270,13 @@ impl<'a> Decision<'a> {
                 self.start(pending.kind, pending.slot, pending.attempt, pending.trigger_id);
                 return true;
             }
-            self.record(pending.kind, pending.slot, pending.trigger_id, RunStatus::Skipped, REASON_DISABLED);
+            self.record(
+                pending.kind,
+                pending.slot,
+                pending.trigger_id,
+                RunStatus::Skipped,
+                REASON_DISABLED,
+            );
         }
         false
     }
@@ -274,12 +303,26 @@ impl<'a> Decision<'a> {
         self.state.high_water = latest;
         if !self.state.enabled {
             for candidate in &candidates {
-                self.record(RunKind::Scheduled, Some(*candidate), None, RunStatus::Skipped, REASON_DISABLED);
+                self.record(
+                    RunKind::Scheduled,
+                    Some(*candidate),
+                    None,
+                    RunStatus::Skipped,
+                    REASON_DISABLED,
+                );
             }
-            return if latest < slot { SlotOutcome::Progress } else { SlotOutcome::Skipped(REASON_DISABLED) };
+            return if latest < slot {
+                SlotOutcome::Progress
+            } else {
+                SlotOutcome::Skipped(REASON_DISABLED)
+            };
         }
         let on_time = latest == slot && self.now - latest <= self.config.misfire_threshold;
-        let late = if on_time { &candidates[..candidates.len() - 1] } else { &candidates[..] };
+        let late = if on_time {
+            &candidates[..candidates.len() - 1]
+        } else {
+            &candidates[..]
+        };
         let age_ok = |candidate: &Timestamp, within: std::time::Duration| {
             Duration::from_std(within).is_ok_and(|within| self.now - *candidate <= within)
         };
@@ -306,7 +349,13 @@ impl<'a> Decision<'a> {
             to_run.push((latest, RunKind::Scheduled));
         }
         for candidate in missed {
-            self.record(RunKind::Scheduled, Some(candidate), None, RunStatus::Missed, REASON_MISSED);
+            self.record(
+                RunKind::Scheduled,
+                Some(candidate),
+                None,
+                RunStatus::Missed,
+                REASON_MISSED,
+            );
         }
         let outcome = self.run_or_queue(policy.overlap, to_run);
         if latest < slot {
@@ -346,8 +395,18 @@ impl<'a> Decision<'a> {
                 SlotOutcome::Skipped(REASON_OVERLAP)
             }
             Overlap::BufferOne if active => {
-                let buffered = self.state.pending.iter().any(|p| matches!(p.kind, RunKind::Scheduled | RunKind::CatchUp));
-                let (keep, skip) = if buffered { (None, &to_run[..]) } else { to_run.split_last().map_or((None, &to_run[..]), |(last, rest)| (Some(*last), rest)) };
+                let buffered = self
+                    .state
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p.kind, RunKind::Scheduled | RunKind::CatchUp));
+                let (keep, skip) = if buffered {
+                    (None, &to_run[..])
+                } else {
+                    to_run
+                        .split_last()
+                        .map_or((None, &to_run[..]), |(last, rest)| (Some(*last), rest))
+                };
                 for (slot, kind) in skip {
                     self.record(*kind, Some(*slot), None, RunStatus::Skipped, REASON_OVERLAP);
                 }
@@ -382,8 +441,23 @@ impl<'a> Decision<'a> {
     /// Records the end of run `run_id` if it still holds the lease with `fence`; then, when `start_next`,
     /// starts the next pending item on this worker.
     #[allow(clippy::too_many_arguments)]
-    pub fn finish(&mut self, policy: &TaskPolicy, run_id: &str, fence: u64, status: RunStatus, reason: Option<String>, result: Option<Value>, error: Option<String>, start_next: bool) -> FinishOutcome {
-        let Some(index) = self.state.running.iter().position(|run| run.run_id == run_id && run.fence == fence) else {
+    pub fn finish(
+        &mut self,
+        policy: &TaskPolicy,
+        run_id: &str,
+        fence: u64,
+        status: RunStatus,
+        reason: Option<String>,
+        result: Option<Value>,
+        error: Option<String>,
+        start_next: bool,
+    ) -> FinishOutcome {
+        let Some(index) = self
+            .state
+            .running
+            .iter()
+            .position(|run| run.run_id == run_id && run.fence == fence)
+        else {
             return FinishOutcome::Fenced;
         };
         self.end_run(index, status, reason, result, error);
@@ -398,7 +472,12 @@ impl<'a> Decision<'a> {
     pub fn renew(&mut self, runs: &[(String, u64)]) -> Vec<String> {
         let mut lost = Vec::new();
         for (run_id, fence) in runs {
-            match self.state.running.iter_mut().find(|run| &run.run_id == run_id && run.fence == *fence && run.lease_until > self.now) {
+            match self
+                .state
+                .running
+                .iter_mut()
+                .find(|run| &run.run_id == run_id && run.fence == *fence && run.lease_until > self.now)
+            {
                 Some(run) => {
                     run.lease_until = self.now + self.config.lease;
                     self.changed = true;
@@ -411,9 +490,9 @@ impl<'a> Decision<'a> {
 
     /// Accepts a manual trigger (the caller checked the task exists). Coalesces with a pending trigger.
     /// Returns the trigger id and whether it coalesced; errors when the task is disabled.
-    pub fn trigger(&mut self) -> Result<(String, bool), ()> {
+    pub fn trigger(&mut self) -> Result<(String, bool), TriggerRefused> {
         if !self.state.enabled {
-            return Err(());
+            return Err(TriggerRefused::Disabled);
         }
         if let Some(existing) = self.state.pending_trigger().and_then(|p| p.trigger_id.clone()) {
             return Ok((existing, true));
@@ -443,7 +522,13 @@ impl<'a> Decision<'a> {
                     let slots = schedule.slots_between(self.state.high_water, self.now, MAX_SLOTS_PER_DECISION);
                     let Some(&last) = slots.last() else { break };
                     for slot in slots {
-                        self.record(RunKind::Scheduled, Some(slot), None, RunStatus::Skipped, REASON_DISABLED);
+                        self.record(
+                            RunKind::Scheduled,
+                            Some(slot),
+                            None,
+                            RunStatus::Skipped,
+                            REASON_DISABLED,
+                        );
                     }
                     self.state.high_water = last;
                 }
@@ -456,7 +541,12 @@ impl<'a> Decision<'a> {
     /// Registers this worker's definition: notes a conflict when it differs from the stored one.
     pub fn register(&mut self, definition: &TaskDefinition) -> bool {
         if &self.state.definition == definition {
-            if self.state.conflict.as_ref().is_some_and(|c| c.worker == self.config.worker) {
+            if self
+                .state
+                .conflict
+                .as_ref()
+                .is_some_and(|c| c.worker == self.config.worker)
+            {
                 self.state.conflict = None;
                 self.changed = true;
             }
@@ -469,5 +559,327 @@ impl<'a> Decision<'a> {
         });
         self.changed = true;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{CatchUp, OnAbandon, Overlap, ScheduledTask};
+    use chrono::TimeZone;
+    use std::time::Duration as StdDuration;
+
+    fn at(second: i64) -> Timestamp {
+        Utc.timestamp_opt(1_800_000_000 + second, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    use chrono::Utc;
+
+    fn config() -> DecideConfig {
+        DecideConfig {
+            worker: "w1".to_owned(),
+            lease: Duration::seconds(10),
+            misfire_threshold: Duration::seconds(2),
+        }
+    }
+
+    fn task(overlap: Overlap, catch_up: CatchUp, on_abandon: OnAbandon) -> ScheduledTask {
+        ScheduledTask::builder("t")
+            .schedule("* * * * * *")
+            .overlap(overlap)
+            .catch_up(catch_up)
+            .on_abandon(on_abandon)
+            .handler(|_| async { Ok(Value::Null) })
+            .build()
+            .expect("valid test task")
+    }
+
+    fn default_task() -> ScheduledTask {
+        task(Overlap::Skip, CatchUp::default(), OnAbandon::Forget)
+    }
+
+    fn state() -> TaskState {
+        TaskState::new(default_task().definition(), at(0))
+    }
+
+    fn statuses(mutation: &Mutation) -> Vec<(Option<Timestamp>, RunStatus, RunKind)> {
+        mutation
+            .insert_runs
+            .iter()
+            .map(|run| (run.slot, run.status, run.kind))
+            .collect()
+    }
+
+    #[test]
+    fn on_time_slot_starts_a_run_and_bumps_the_fence() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(1), &config);
+        assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
+        assert_eq!(decision.state.fence, 1);
+        assert_eq!(decision.state.high_water, at(1));
+        assert_eq!(decision.state.running.len(), 1);
+        assert_eq!(decision.state.running[0].lease_until, at(11));
+        let (mutation, started, _) = decision.into_mutation();
+        assert_eq!(
+            statuses(&mutation),
+            vec![(Some(at(1)), RunStatus::Running, RunKind::Scheduled)]
+        );
+        assert_eq!(started.len(), 1);
+    }
+
+    #[test]
+    fn future_and_accounted_slots_change_nothing() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(1), &config);
+        assert_eq!(
+            decision.claim_slot(&default_task(), at(3)),
+            SlotOutcome::NotDue(Duration::seconds(2))
+        );
+        assert_eq!(
+            decision.claim_slot(&default_task(), at(0)),
+            SlotOutcome::AlreadyAccounted
+        );
+        assert_eq!(decision.into_mutation().0, Mutation::none());
+    }
+
+    #[test]
+    fn a_claim_accounts_for_every_earlier_slot() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(5), &config);
+        assert_eq!(decision.claim_slot(&default_task(), at(5)), SlotOutcome::Started);
+        let (mutation, _, _) = decision.into_mutation();
+        let rows = statuses(&mutation);
+        assert_eq!(rows.len(), 5);
+        assert_eq!(
+            &rows[..4],
+            &(1..5)
+                .map(|s| (Some(at(s)), RunStatus::Missed, RunKind::Scheduled))
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(rows[4], (Some(at(5)), RunStatus::Running, RunKind::Scheduled));
+    }
+
+    #[test]
+    fn catch_up_policies_for_a_late_slot() {
+        let config = config();
+        // Slot 5 claimed at 10: 5 s late, beyond the 2 s misfire threshold.
+        let cases = [
+            (CatchUp::Skip, vec![]),
+            (
+                CatchUp::Latest {
+                    within: StdDuration::from_secs(60),
+                },
+                vec![at(5)],
+            ),
+            (
+                CatchUp::Latest {
+                    within: StdDuration::from_secs(3),
+                },
+                vec![],
+            ),
+            (
+                CatchUp::All {
+                    within: StdDuration::from_secs(60),
+                    max: 2,
+                },
+                vec![at(4), at(5)],
+            ),
+            (
+                CatchUp::All {
+                    within: StdDuration::from_secs(7),
+                    max: 10,
+                },
+                vec![at(3), at(4), at(5)],
+            ),
+        ];
+        for (catch_up, expected_runs) in cases {
+            let task = task(Overlap::Skip, catch_up, OnAbandon::Forget);
+            let mut decision = Decision::new(state(), at(10), &config);
+            decision.claim_slot(&task, at(5));
+            let mut ran: Vec<Timestamp> = decision.state.running.iter().filter_map(|run| run.slot).collect();
+            ran.extend(decision.state.pending.iter().filter_map(|pending| pending.slot));
+            assert_eq!(ran, expected_runs, "{catch_up:?}");
+            let (mutation, _, _) = decision.into_mutation();
+            let missed = mutation
+                .insert_runs
+                .iter()
+                .filter(|run| run.status == RunStatus::Missed)
+                .count();
+            assert_eq!(
+                missed,
+                5 - expected_runs.len(),
+                "{catch_up:?}: every slot is run or missed"
+            );
+            assert!(mutation
+                .insert_runs
+                .iter()
+                .filter(|run| run.status == RunStatus::Running)
+                .all(|run| run.kind == RunKind::CatchUp));
+        }
+    }
+
+    fn running_state(overlap: Overlap) -> (ScheduledTask, TaskState) {
+        let task = task(overlap, CatchUp::default(), OnAbandon::Forget);
+        let config = config();
+        let mut decision = Decision::new(state(), at(1), &config);
+        decision.claim_slot(&task, at(1));
+        (task, decision.state)
+    }
+
+    #[test]
+    fn overlap_policies() {
+        let config = config();
+        let (task, busy) = running_state(Overlap::Skip);
+        let mut decision = Decision::new(busy, at(2), &config);
+        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Skipped(REASON_OVERLAP));
+
+        let (task, busy) = running_state(Overlap::BufferOne);
+        let mut decision = Decision::new(busy, at(2), &config);
+        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Buffered);
+        decision.now = at(3);
+        assert_eq!(decision.claim_slot(&task, at(3)), SlotOutcome::Skipped(REASON_OVERLAP));
+        assert_eq!(decision.state.pending.len(), 1);
+        assert_eq!(decision.state.pending[0].slot, Some(at(2)));
+
+        let (task, busy) = running_state(Overlap::AllowConcurrent);
+        let mut decision = Decision::new(busy, at(2), &config);
+        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Started);
+        assert_eq!(decision.state.running.len(), 2);
+
+        let (task, busy) = running_state(Overlap::CancelPrevious);
+        let previous = busy.running[0].run_id.clone();
+        let mut decision = Decision::new(busy, at(2), &config);
+        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Started);
+        assert_eq!(decision.state.running.len(), 1);
+        assert_eq!(decision.ended, vec![previous.clone()]);
+        let (mutation, _, _) = decision.into_mutation();
+        assert!(mutation
+            .finish_runs
+            .iter()
+            .any(|finish| finish.run_id == previous && finish.status == RunStatus::Cancelled));
+    }
+
+    #[test]
+    fn completion_is_fenced_and_starts_pending_work() {
+        let config = config();
+        let (task, busy) = running_state(Overlap::BufferOne);
+        let lease = busy.running[0].clone();
+        let mut decision = Decision::new(busy.clone(), at(2), &config);
+        decision.claim_slot(&task, at(2));
+        let buffered = decision.state.clone();
+
+        let mut stale = Decision::new(buffered.clone(), at(3), &config);
+        let outcome = stale.finish(
+            task.policy(),
+            &lease.run_id,
+            lease.fence + 1,
+            RunStatus::Succeeded,
+            None,
+            None,
+            None,
+            true,
+        );
+        assert_eq!(outcome, FinishOutcome::Fenced);
+        assert_eq!(
+            stale.into_mutation().0,
+            Mutation::none(),
+            "a fenced completion writes nothing"
+        );
+
+        let mut decision = Decision::new(buffered, at(3), &config);
+        let outcome = decision.finish(
+            task.policy(),
+            &lease.run_id,
+            lease.fence,
+            RunStatus::Succeeded,
+            None,
+            Some(Value::from(7)),
+            None,
+            true,
+        );
+        assert_eq!(outcome, FinishOutcome::Recorded);
+        assert_eq!(decision.state.running.len(), 1, "the buffered slot starts right away");
+        assert_eq!(decision.state.running[0].slot, Some(at(2)));
+        assert_eq!(
+            decision.state.last_run.as_ref().map(|last| last.result.clone()),
+            Some(Some(Value::from(7)))
+        );
+    }
+
+    #[test]
+    fn expired_leases_are_abandoned_and_retried_up_to_the_limit() {
+        let config = config();
+        let task = task(Overlap::Skip, CatchUp::default(), OnAbandon::Retry { max_attempts: 2 });
+        let mut decision = Decision::new(state(), at(1), &config);
+        decision.claim_slot(&task, at(1));
+        let mut decision = Decision::new(decision.state, at(12), &config);
+        decision.reap_expired(task.policy());
+        assert!(decision.start_pending());
+        assert_eq!(decision.state.running[0].attempt, 2);
+        assert_eq!(decision.state.running[0].kind, RunKind::Retry);
+        assert_eq!(decision.state.running[0].slot, Some(at(1)));
+        let mut decision = Decision::new(decision.state, at(30), &config);
+        decision.reap_expired(task.policy());
+        assert!(!decision.start_pending(), "no third attempt");
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(mutation.finish_runs[0].status, RunStatus::Abandoned);
+    }
+
+    #[test]
+    fn renewal_extends_live_leases_only() {
+        let config = config();
+        let (_, busy) = running_state(Overlap::Skip);
+        let lease = busy.running[0].clone();
+        let mut decision = Decision::new(busy.clone(), at(5), &config);
+        assert!(decision.renew(&[(lease.run_id.clone(), lease.fence)]).is_empty());
+        assert_eq!(decision.state.running[0].lease_until, at(15));
+        let mut late = Decision::new(busy, at(11), &config);
+        assert_eq!(late.renew(&[(lease.run_id.clone(), lease.fence)]), vec![lease.run_id]);
+    }
+
+    #[test]
+    fn triggers_coalesce_and_are_refused_when_disabled() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(1), &config);
+        let (first, coalesced) = decision.trigger().expect("enabled");
+        assert!(!coalesced);
+        let (second, coalesced) = decision.trigger().expect("enabled");
+        assert!(coalesced);
+        assert_eq!(first, second);
+        decision.set_enabled(false);
+        assert!(decision.trigger().is_err());
+    }
+
+    #[test]
+    fn enabling_accounts_disabled_slots_as_skipped() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(0), &config);
+        decision.set_enabled(false);
+        let mut decision = Decision::new(decision.state, at(3), &config);
+        decision.set_enabled(true);
+        assert_eq!(decision.state.high_water, at(3));
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(
+            statuses(&mutation),
+            (1..=3)
+                .map(|s| (Some(at(s)), RunStatus::Skipped, RunKind::Scheduled))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn differing_definitions_are_noted() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(1), &config);
+        assert!(!decision.register(&default_task().definition()));
+        let mut other = default_task().definition();
+        other.schedule = "*/2 * * * * *".to_owned();
+        assert!(decision.register(&other));
+        assert_eq!(
+            decision.state.conflict.as_ref().map(|c| c.definition.schedule.as_str()),
+            Some("*/2 * * * * *")
+        );
     }
 }

@@ -6,7 +6,10 @@
 
 use crate::decide::{DecideConfig, Decision, FinishOutcome, SlotOutcome};
 use crate::error::{SchedulerError, StoreError};
-use crate::model::{Retention, RunLease, RunQuery, RunRecord, RunStatus, TaskReport, TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput};
+use crate::model::{
+    Retention, RunLease, RunQuery, RunRecord, RunStatus, TaskReport, TaskState, Timestamp, TriggerReceipt,
+    UpdateScheduledTaskInput,
+};
 use crate::store::{Mutation, Store};
 use crate::strategy::{ExecuteOutcome, Registration, SchedulerStrategy};
 use crate::task::{Firing, ScheduledTask, TaskContext};
@@ -110,7 +113,9 @@ impl EngineConfig {
     }
 
     fn heartbeat(&self) -> Duration {
-        self.heartbeat_interval.unwrap_or(self.lease / 3).max(Duration::from_millis(10))
+        self.heartbeat_interval
+            .unwrap_or(self.lease / 3)
+            .max(Duration::from_millis(10))
     }
 }
 
@@ -146,10 +151,13 @@ impl LocalRun {
     }
 }
 
+/// A claim's outcome and, when it started a run, that run's id and fence.
+type ClaimAnswer = (SlotOutcome, Option<(String, u64)>);
+
 struct ClaimRequest {
     task: Arc<ScheduledTask>,
     slot: Timestamp,
-    reply: oneshot::Sender<Result<(SlotOutcome, Option<(String, u64)>), SchedulerError>>,
+    reply: oneshot::Sender<Result<ClaimAnswer, SchedulerError>>,
 }
 
 struct Engine<S: Store> {
@@ -182,7 +190,9 @@ impl<S: Store> Clone for EngineStrategy<S> {
 
 impl<S: Store> std::fmt::Debug for EngineStrategy<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineStrategy").field("config", &self.engine.config).finish_non_exhaustive()
+        f.debug_struct("EngineStrategy")
+            .field("config", &self.engine.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -283,7 +293,12 @@ impl<S: Store> Engine<S> {
     /// Runs `f` for each id inside one store mutation, retrying transient store errors with backoff
     /// (until `retry_for` elapses, or while the engine is not stopping when `None`). `f` may run more than
     /// once per id (optimistic stores), so only the results of the committed attempt are returned.
-    async fn transact<T, F>(&self, ids: &[String], retry_for: Option<Duration>, mut f: F) -> Result<(Timestamp, HashMap<String, T>), StoreError>
+    async fn transact<T, F>(
+        &self,
+        ids: &[String],
+        retry_for: Option<Duration>,
+        mut f: F,
+    ) -> Result<(Timestamp, HashMap<String, T>), StoreError>
     where
         T: Send,
         F: FnMut(Timestamp, &str, Option<&TaskState>) -> (Mutation, T) + Send,
@@ -391,7 +406,15 @@ impl<S: Store> Engine<S> {
             // because of it (an error or an abort after the token fired) was cancelled.
             Some(StopReason::Shutdown) if status != RunStatus::Succeeded => {
                 let error = error.or_else(|| Some("cancelled: the worker is shutting down".to_owned()));
-                self.record_finish(&task, &lease, RunStatus::Cancelled, Some("scheduler shutdown".to_owned()), None, error).await;
+                self.record_finish(
+                    &task,
+                    &lease,
+                    RunStatus::Cancelled,
+                    Some("scheduler shutdown".to_owned()),
+                    None,
+                    error,
+                )
+                .await;
             }
             Some(StopReason::Shutdown) | None => {
                 let result = result.map(|value| self.bound_result(value));
@@ -403,17 +426,32 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn joined(joined: Result<Result<Value, crate::task::TaskError>, tokio::task::JoinError>) -> (RunStatus, Option<String>, Option<Value>, Option<String>) {
+    fn joined(
+        joined: Result<Result<Value, crate::task::TaskError>, tokio::task::JoinError>,
+    ) -> (RunStatus, Option<String>, Option<Value>, Option<String>) {
         match joined {
             Ok(Ok(value)) => (RunStatus::Succeeded, None, Some(value), None),
             Ok(Err(error)) => (RunStatus::Failed, None, None, Some(error.to_string())),
-            Err(error) if error.is_panic() => (RunStatus::Failed, Some("panic".to_owned()), None, Some(format!("the handler panicked: {}", panic_message(error.into_panic())))),
-            Err(_) => (RunStatus::Cancelled, None, None, Some("the handler was aborted".to_owned())),
+            Err(error) if error.is_panic() => (
+                RunStatus::Failed,
+                Some("panic".to_owned()),
+                None,
+                Some(format!("the handler panicked: {}", panic_message(error.into_panic()))),
+            ),
+            Err(_) => (
+                RunStatus::Cancelled,
+                None,
+                None,
+                Some("the handler was aborted".to_owned()),
+            ),
         }
     }
 
     async fn wait_or_abort(&self, join: &mut JoinHandle<Result<Value, crate::task::TaskError>>) {
-        if tokio::time::timeout(self.config.cancel_grace, &mut *join).await.is_err() {
+        if tokio::time::timeout(self.config.cancel_grace, &mut *join)
+            .await
+            .is_err()
+        {
             join.abort();
             let _ = join.await;
         }
@@ -423,7 +461,11 @@ impl<S: Store> Engine<S> {
         match serde_json::to_string(&value) {
             Ok(text) if text.len() <= self.config.max_result_bytes => value,
             Ok(text) => {
-                tracing::warn!(bytes = text.len(), limit = self.config.max_result_bytes, "handler result too large; storing a note instead");
+                tracing::warn!(
+                    bytes = text.len(),
+                    limit = self.config.max_result_bytes,
+                    "handler result too large; storing a note instead"
+                );
                 serde_json::json!({
                     "truncated": true,
                     "bytes": text.len(),
@@ -435,7 +477,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn record_finish(self: &Arc<Self>, task: &Arc<ScheduledTask>, lease: &RunLease, status: RunStatus, reason: Option<String>, result: Option<Value>, error: Option<String>) {
+    async fn record_finish(
+        self: &Arc<Self>,
+        task: &Arc<ScheduledTask>,
+        lease: &RunLease,
+        status: RunStatus,
+        reason: Option<String>,
+        result: Option<Value>,
+        error: Option<String>,
+    ) {
         let config = self.decide_config();
         let ids = [task.id().to_owned()];
         let start_next = !self.stopping.is_cancelled();
@@ -447,7 +497,16 @@ impl<S: Store> Engine<S> {
                     return (Mutation::none(), (FinishOutcome::Fenced, Vec::new(), Vec::new()));
                 };
                 let mut decision = Decision::new(state.clone(), now, &config);
-                let outcome = decision.finish(task.policy(), &lease.run_id, lease.fence, status, reason.clone(), result.clone(), error.clone(), start_next);
+                let outcome = decision.finish(
+                    task.policy(),
+                    &lease.run_id,
+                    lease.fence,
+                    status,
+                    reason.clone(),
+                    result.clone(),
+                    error.clone(),
+                    start_next,
+                );
                 let (mutation, started, ended) = decision.into_mutation();
                 (mutation, (outcome, started, ended))
             })
@@ -464,7 +523,9 @@ impl<S: Store> Engine<S> {
                     self.spawn_runs(task, started);
                 }
             }
-            Err(error) => tracing::error!(task = task.id(), run = %lease.run_id, %error, "could not record the run's end; its lease will expire and it will be marked abandoned"),
+            Err(error) => {
+                tracing::error!(task = task.id(), run = %lease.run_id, %error, "could not record the run's end; its lease will expire and it will be marked abandoned")
+            }
         }
     }
 
@@ -510,7 +571,9 @@ impl<S: Store> Engine<S> {
                     .map(|request| {
                         let before = decision.started.len();
                         let outcome = decision.claim_slot(&request.task, request.slot);
-                        let lease = decision.started[before..].last().map(|lease| (lease.run_id.clone(), lease.fence));
+                        let lease = decision.started[before..]
+                            .last()
+                            .map(|lease| (lease.run_id.clone(), lease.fence));
                         (outcome, lease)
                     })
                     .collect();
@@ -521,7 +584,9 @@ impl<S: Store> Engine<S> {
         match outcome {
             Ok((_, mut results)) => {
                 for (id, requests) in by_task {
-                    let Some(task) = requests.first().map(|request| request.task.clone()) else { continue };
+                    let Some(task) = requests.first().map(|request| request.task.clone()) else {
+                        continue;
+                    };
                     match results.remove(&id).flatten() {
                         Some((outcomes, started, ended)) => {
                             self.stop_local(&ended, StopReason::Superseded);
@@ -590,17 +655,23 @@ impl<S: Store> Engine<S> {
         loop {
             let pushed = async {
                 match subscription.as_mut() {
-                    Some(receiver) => {
-                        let _ = receiver.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+                    Some(receiver) => match receiver.recv().await {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                    },
+                    None => std::future::pending::<bool>().await,
                 }
             };
             tokio::select! {
                 () = self.stopping.cancelled() => return,
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = self.wake.notified() => {}
-                () = pushed => {}
+                open = pushed => {
+                    if !open {
+                        // The push channel is gone; polling alone still finds everything.
+                        subscription = None;
+                    }
+                }
             }
             match self.store.due_for_attention(1000).await {
                 Ok((_, ids)) if !ids.is_empty() => {
@@ -616,22 +687,21 @@ impl<S: Store> Engine<S> {
 
     async fn heartbeat_loop(self: Arc<Self>) {
         let interval = self.config.heartbeat();
+        // Leases are renewed during the shutdown grace period too; destroy() stops this loop once every
+        // handler has ended.
         loop {
-            tokio::select! {
-                () = self.stopping.cancelled() => {}
-                () = tokio::time::sleep(interval) => {}
-            }
+            tokio::time::sleep(interval).await;
             let mut by_task: HashMap<String, Vec<(String, u64)>> = HashMap::new();
             let local: Vec<(String, Arc<LocalRun>)> = match self.local_runs.lock() {
                 Ok(runs) => runs.iter().map(|(id, run)| (id.clone(), run.clone())).collect(),
                 Err(_) => Vec::new(),
             };
-            if local.is_empty() && self.stopping.is_cancelled() {
-                return;
-            }
             for (run_id, run) in &local {
                 if run.stop_reason().is_none() {
-                    by_task.entry(run.task_id.clone()).or_default().push((run_id.clone(), run.fence));
+                    by_task
+                        .entry(run.task_id.clone())
+                        .or_default()
+                        .push((run_id.clone(), run.fence));
                 }
             }
             if by_task.is_empty() {
@@ -670,7 +740,11 @@ impl<S: Store> Engine<S> {
                     tracing::warn!(%error, "lease renewal failed");
                     // Without a renewal, a lease is presumed lost once its full duration has passed.
                     for (_, run) in &local {
-                        let expired = run.renewed_at.lock().map(|at| at.elapsed() >= self.config.lease).unwrap_or(true);
+                        let expired = run
+                            .renewed_at
+                            .lock()
+                            .map(|at| at.elapsed() >= self.config.lease)
+                            .unwrap_or(true);
                         if expired {
                             run.stop(StopReason::LeaseLost);
                         }
@@ -680,14 +754,22 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn claim(&self, task: Arc<ScheduledTask>, slot: Timestamp) -> Result<(SlotOutcome, Option<(String, u64)>), SchedulerError> {
+    async fn claim(
+        &self,
+        task: Arc<ScheduledTask>,
+        slot: Timestamp,
+    ) -> Result<(SlotOutcome, Option<(String, u64)>), SchedulerError> {
         loop {
             if self.stopping.is_cancelled() {
                 return Err(SchedulerError::NotRunning);
             }
             let (reply, answer) = oneshot::channel();
             self.claims
-                .send(ClaimRequest { task: task.clone(), slot, reply })
+                .send(ClaimRequest {
+                    task: task.clone(),
+                    slot,
+                    reply,
+                })
                 .map_err(|_| SchedulerError::NotRunning)?;
             let (outcome, lease) = answer.await.map_err(|_| SchedulerError::NotRunning)??;
             match outcome {
@@ -721,7 +803,11 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             lease: to_chrono(engine.config.lease),
             misfire_threshold: to_chrono(engine.config.misfire_threshold),
         });
-        let receiver = engine.claims_receiver.lock().ok().and_then(|mut receiver| receiver.take());
+        let receiver = engine
+            .claims_receiver
+            .lock()
+            .ok()
+            .and_then(|mut receiver| receiver.take());
         let mut background = engine.background.lock().map_err(|_| SchedulerError::NotRunning)?;
         if let Some(receiver) = receiver {
             background.push(tokio::spawn(engine.clone().claim_loop(receiver)));
@@ -735,16 +821,35 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
         let engine = &self.engine;
         engine.stopping.cancel();
         engine.handlers.close();
-        if tokio::time::timeout(engine.config.shutdown_grace, engine.handlers.wait()).await.is_err() {
-            let running: Vec<Arc<LocalRun>> = engine.local_runs.lock().map(|runs| runs.values().cloned().collect()).unwrap_or_default();
-            tracing::info!(runs = running.len(), "shutdown grace elapsed; cancelling running handlers");
+        if tokio::time::timeout(engine.config.shutdown_grace, engine.handlers.wait())
+            .await
+            .is_err()
+        {
+            let running: Vec<Arc<LocalRun>> = engine
+                .local_runs
+                .lock()
+                .map(|runs| runs.values().cloned().collect())
+                .unwrap_or_default();
+            tracing::info!(
+                runs = running.len(),
+                "shutdown grace elapsed; cancelling running handlers"
+            );
             for run in running {
                 run.stop(StopReason::Shutdown);
             }
-            let _ = tokio::time::timeout(engine.config.cancel_grace * 2 + Duration::from_secs(1), engine.handlers.wait()).await;
+            let _ = tokio::time::timeout(
+                engine.config.cancel_grace * 2 + Duration::from_secs(1),
+                engine.handlers.wait(),
+            )
+            .await;
         }
-        let background: Vec<JoinHandle<()>> = engine.background.lock().map(|mut handles| handles.drain(..).collect()).unwrap_or_default();
+        let background: Vec<JoinHandle<()>> = engine
+            .background
+            .lock()
+            .map(|mut handles| handles.drain(..).collect())
+            .unwrap_or_default();
         for handle in background {
+            handle.abort();
             let _ = handle.await;
         }
         Ok(())
@@ -760,7 +865,10 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
         let config = engine.decide_config();
         let mut registrations = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(engine.config.claim_batch.max(1)) {
-            let definitions: HashMap<String, crate::task::TaskDefinition> = chunk.iter().map(|task| (task.id().to_owned(), task.definition())).collect();
+            let definitions: HashMap<String, crate::task::TaskDefinition> = chunk
+                .iter()
+                .map(|task| (task.id().to_owned(), task.definition()))
+                .collect();
             let ids: Vec<String> = chunk.iter().map(|task| task.id().to_owned()).collect();
             let (_, results) = engine
                 .transact(&ids, Some(engine.config.admin_retry_for), |now, id, state| {
@@ -780,7 +888,11 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             for task in chunk {
                 let (accounted_until, conflict) = results.get(task.id()).cloned().unwrap_or((None, false));
                 if conflict {
-                    tracing::warn!(task = task.id(), schedule = task.schedule().pattern(), "this worker's definition differs from the stored one; the report shows the conflict");
+                    tracing::warn!(
+                        task = task.id(),
+                        schedule = task.schedule().pattern(),
+                        "this worker's definition differs from the stored one; the report shows the conflict"
+                    );
                 }
                 registrations.push(Registration { accounted_until });
             }
@@ -797,23 +909,32 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
 
     async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError> {
         let engine = &self.engine;
-        let registered = engine.task(task.id()).ok_or_else(|| SchedulerError::UnknownTask(task.id().to_owned()))?;
+        let registered = engine
+            .task(task.id())
+            .ok_or_else(|| SchedulerError::UnknownTask(task.id().to_owned()))?;
         match firing {
             Firing::Scheduled { slot } => {
                 let (outcome, lease) = engine.claim(registered, slot).await?;
                 Ok(match (outcome, lease) {
                     (SlotOutcome::Started, Some((run_id, fence))) => ExecuteOutcome::Started { run_id, fence },
                     (SlotOutcome::Started, None) => ExecuteOutcome::AlreadyAccounted,
-                    (SlotOutcome::Skipped(reason), _) => ExecuteOutcome::Skipped { reason: reason.to_owned() },
+                    (SlotOutcome::Skipped(reason), _) => ExecuteOutcome::Skipped {
+                        reason: reason.to_owned(),
+                    },
                     (SlotOutcome::Buffered, _) => ExecuteOutcome::Buffered,
                     (SlotOutcome::Missed, _) => ExecuteOutcome::Missed,
-                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_) | SlotOutcome::Progress, _) => ExecuteOutcome::AlreadyAccounted,
+                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_) | SlotOutcome::Progress, _) => {
+                        ExecuteOutcome::AlreadyAccounted
+                    }
                 })
             }
             Firing::Manual { .. } => {
                 let started = engine.attend(vec![task.id().to_owned()]).await.map_err(store_error)?;
                 Ok(if started > 0 {
-                    ExecuteOutcome::Started { run_id: String::new(), fence: 0 }
+                    ExecuteOutcome::Started {
+                        run_id: String::new(),
+                        fence: 0,
+                    }
                 } else {
                     ExecuteOutcome::NothingToRun
                 })
@@ -843,13 +964,19 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 };
                 let mut decision = Decision::new(state.clone(), now, &config);
                 match decision.trigger() {
-                    Ok((trigger_id, coalesced)) => (decision.into_mutation().0, Ok(TriggerReceipt { trigger_id, coalesced })),
-                    Err(()) => (Mutation::none(), Err(SchedulerError::TaskDisabled(id.to_owned()))),
+                    Ok((trigger_id, coalesced)) => {
+                        (decision.into_mutation().0, Ok(TriggerReceipt { trigger_id, coalesced }))
+                    }
+                    Err(crate::decide::TriggerRefused::Disabled) => {
+                        (Mutation::none(), Err(SchedulerError::TaskDisabled(id.to_owned())))
+                    }
                 }
             })
             .await
             .map_err(store_error)?;
-        let receipt = results.remove(id).unwrap_or_else(|| Err(SchedulerError::UnknownTask(id.to_owned())))?;
+        let receipt = results
+            .remove(id)
+            .unwrap_or_else(|| Err(SchedulerError::UnknownTask(id.to_owned())))?;
         if let Err(error) = engine.store.notify(id).await {
             tracing::debug!(%error, "trigger notification failed; workers will see it at their next poll");
         }
@@ -875,7 +1002,9 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             })
             .await
             .map_err(store_error)?;
-        results.remove(&input.id).unwrap_or_else(|| Err(SchedulerError::UnknownTask(input.id.clone())))
+        results
+            .remove(&input.id)
+            .unwrap_or_else(|| Err(SchedulerError::UnknownTask(input.id.clone())))
     }
 
     async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
@@ -888,6 +1017,10 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
     }
 
     async fn prune_history(&self) -> Result<u64, SchedulerError> {
-        self.engine.store.prune_runs(&self.engine.config.retention).await.map_err(store_error)
+        self.engine
+            .store
+            .prune_runs(&self.engine.config.retention)
+            .await
+            .map_err(store_error)
     }
 }

@@ -21,8 +21,8 @@ pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    LastRun, Retention, RunFinish, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunningOn, TaskReport,
-    TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
+    LastRun, Retention, RunFinish, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunningOn, TaskReport, TaskState,
+    Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
 };
 pub use schedule::Schedule;
 pub use scheduler::{Scheduler, SchedulerBuilder};

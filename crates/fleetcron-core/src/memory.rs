@@ -104,11 +104,7 @@ impl Store for MemoryStore {
             let runs = inner.runs.entry(id.clone()).or_default();
             runs.extend(mutation.insert_runs);
             for finish in mutation.finish_runs {
-                if let Some(run) = runs
-                    .iter_mut()
-                    .rev()
-                    .find(|run| run.run_id == finish.run_id)
-                {
+                if let Some(run) = runs.iter_mut().rev().find(|run| run.run_id == finish.run_id) {
                     run.status = finish.status;
                     run.finished_at = Some(finish.finished_at);
                     run.reason = finish.reason.or(run.reason.take());
@@ -126,8 +122,7 @@ impl Store for MemoryStore {
         let states = match ids {
             None => inner.tasks.values().cloned().collect(),
             Some(ids) => {
-                let mut states: Vec<TaskState> =
-                    ids.iter().filter_map(|id| inner.tasks.get(id).cloned()).collect();
+                let mut states: Vec<TaskState> = ids.iter().filter_map(|id| inner.tasks.get(id).cloned()).collect();
                 states.sort_by(|a, b| a.definition.id.cmp(&b.definition.id));
                 states
             }
@@ -193,9 +188,7 @@ impl Store for MemoryStore {
         }
         for run in &removed {
             if let Some(slot) = run.slot {
-                inner
-                    .slot_keys
-                    .remove(&(run.task_id.clone(), slot, run.attempt));
+                inner.slot_keys.remove(&(run.task_id.clone(), slot, run.attempt));
             }
         }
         Ok(removed.len() as u64)

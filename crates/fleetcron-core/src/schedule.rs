@@ -102,12 +102,7 @@ impl Schedule {
     }
 
     /// Up to `limit` slots in `(after, until]`, in order.
-    pub fn slots_between(
-        &self,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: usize,
-    ) -> Vec<DateTime<Utc>> {
+    pub fn slots_between(&self, after: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
         let mut slots = Vec::new();
         let mut cursor = after;
         while slots.len() < limit {
@@ -166,15 +161,46 @@ mod tests {
     fn table_of_patterns() {
         let from = utc(2026, 1, 1, 0, 0, 0); // a Thursday
         let cases: &[(&str, &str, &[DateTime<Utc>])] = &[
-            ("*/15 * * * *", "UTC", &[utc(2026, 1, 1, 0, 15, 0), utc(2026, 1, 1, 0, 30, 0)]),
-            ("*/20 * * * * *", "UTC", &[utc(2026, 1, 1, 0, 0, 20), utc(2026, 1, 1, 0, 0, 40)]),
+            (
+                "*/15 * * * *",
+                "UTC",
+                &[utc(2026, 1, 1, 0, 15, 0), utc(2026, 1, 1, 0, 30, 0)],
+            ),
+            (
+                "*/20 * * * * *",
+                "UTC",
+                &[utc(2026, 1, 1, 0, 0, 20), utc(2026, 1, 1, 0, 0, 40)],
+            ),
             ("@daily", "UTC", &[utc(2026, 1, 2, 0, 0, 0), utc(2026, 1, 3, 0, 0, 0)]),
             ("@hourly", "UTC", &[utc(2026, 1, 1, 1, 0, 0), utc(2026, 1, 1, 2, 0, 0)]),
-            ("0 12 L * *", "UTC", &[utc(2026, 1, 31, 12, 0, 0), utc(2026, 2, 28, 12, 0, 0)]),
-            ("0 9 * * 5#2", "UTC", &[utc(2026, 1, 9, 9, 0, 0), utc(2026, 2, 13, 9, 0, 0)]),
-            ("0 9 15W * *", "UTC", &[utc(2026, 1, 15, 9, 0, 0), utc(2026, 2, 16, 9, 0, 0)]),
-            ("0 0 * JAN,MAR MON-FRI", "UTC", &[utc(2026, 1, 1, 0, 0, 0) + chrono::Duration::days(1), utc(2026, 1, 5, 0, 0, 0)]),
-            ("0 9 * * *", "Europe/Berlin", &[utc(2026, 1, 1, 8, 0, 0), utc(2026, 1, 2, 8, 0, 0)]),
+            (
+                "0 12 L * *",
+                "UTC",
+                &[utc(2026, 1, 31, 12, 0, 0), utc(2026, 2, 28, 12, 0, 0)],
+            ),
+            (
+                "0 9 * * 5#2",
+                "UTC",
+                &[utc(2026, 1, 9, 9, 0, 0), utc(2026, 2, 13, 9, 0, 0)],
+            ),
+            (
+                "0 9 15W * *",
+                "UTC",
+                &[utc(2026, 1, 15, 9, 0, 0), utc(2026, 2, 16, 9, 0, 0)],
+            ),
+            (
+                "0 0 * JAN,MAR MON-FRI",
+                "UTC",
+                &[
+                    utc(2026, 1, 1, 0, 0, 0) + chrono::Duration::days(1),
+                    utc(2026, 1, 5, 0, 0, 0),
+                ],
+            ),
+            (
+                "0 9 * * *",
+                "Europe/Berlin",
+                &[utc(2026, 1, 1, 8, 0, 0), utc(2026, 1, 2, 8, 0, 0)],
+            ),
         ];
         for (pattern, zone, expected) in cases {
             let schedule = Schedule::parse(pattern, zone).expect("valid pattern");
@@ -194,7 +220,11 @@ mod tests {
         // 00:30 GMT, then 02:30 BST (= 01:30 UTC): no slot is invented inside the gap.
         assert_eq!(
             slots,
-            vec![utc(2026, 3, 29, 0, 30, 0), utc(2026, 3, 29, 1, 30, 0), utc(2026, 3, 29, 2, 30, 0)]
+            vec![
+                utc(2026, 3, 29, 0, 30, 0),
+                utc(2026, 3, 29, 1, 30, 0),
+                utc(2026, 3, 29, 2, 30, 0)
+            ]
         );
     }
 
@@ -233,8 +263,22 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const ZONES: &[&str] = &["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"];
-        const PATTERNS: &[&str] = &["* * * * *", "*/7 * * * *", "30 1-3 * * *", "0 2 * * 0", "15,45 */2 * * *", "0 0 L * *", "*/13 * * * * *"];
+        const ZONES: &[&str] = &[
+            "UTC",
+            "Europe/London",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ];
+        const PATTERNS: &[&str] = &[
+            "* * * * *",
+            "*/7 * * * *",
+            "30 1-3 * * *",
+            "0 2 * * 0",
+            "15,45 */2 * * *",
+            "0 0 L * *",
+            "*/13 * * * * *",
+        ];
 
         proptest! {
             #[test]

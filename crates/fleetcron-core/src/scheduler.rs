@@ -107,7 +107,11 @@ impl SchedulerBuilder {
             tasks.push(retention_task(&pattern, Arc::downgrade(&strategy))?);
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        crate::task::validate_task_id(&worker_id).map_err(|_| ConfigError::Invalid(format!("invalid worker id {worker_id:?}: use A-Z a-z 0-9 . _ : -, at most 128 characters")))?;
+        crate::task::validate_task_id(&worker_id).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "invalid worker id {worker_id:?}: use A-Z a-z 0-9 . _ : -, at most 128 characters"
+            ))
+        })?;
         let (ready, _) = watch::channel(false);
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -126,13 +130,15 @@ fn retention_task(pattern: &str, strategy: Weak<dyn SchedulerStrategy>) -> Resul
         .description("Prunes run history beyond the retention policy")
         .schedule(pattern)
         .overlap(Overlap::Skip)
-        .catch_up(CatchUp::Latest { within: Duration::from_secs(24 * 3600) })
+        .catch_up(CatchUp::Latest {
+            within: Duration::from_secs(24 * 3600),
+        })
         .timeout(Duration::from_secs(600))
         .handler(move |_| {
             let strategy = strategy.upgrade();
             async move {
                 let strategy = strategy.ok_or("the scheduler is gone")?;
-                let deleted = strategy.prune_history().await.map_err(|error| crate::task::TaskError::new(error))?;
+                let deleted = strategy.prune_history().await.map_err(crate::task::TaskError::new)?;
                 Ok(serde_json::json!({ "deleted": deleted }))
             }
         })
@@ -143,7 +149,12 @@ fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|host| host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect::<String>())
+        .map(|host| {
+            host.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .collect::<String>()
+        })
         .filter(|host| !host.is_empty())
         .unwrap_or_else(|| "worker".to_owned());
     let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -168,7 +179,10 @@ pub struct Scheduler {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").field("worker_id", &self.inner.worker_id).field("tasks", &self.inner.tasks.len()).finish()
+        f.debug_struct("Scheduler")
+            .field("worker_id", &self.inner.worker_id)
+            .field("tasks", &self.inner.tasks.len())
+            .finish()
     }
 }
 
@@ -213,7 +227,10 @@ impl Scheduler {
 
     async fn run_timers(&self, shutdown: impl Future<Output = impl Sized>) -> Result<(), SchedulerError> {
         let inner = &self.inner;
-        let registrations = inner.strategy.register_tasks(inner.tasks.iter().map(|task| (**task).clone()).collect()).await?;
+        let registrations = inner
+            .strategy
+            .register_tasks(inner.tasks.iter().map(|task| (**task).clone()).collect())
+            .await?;
         let now = inner.clock.now();
         let mut timers: BinaryHeap<Reverse<(Timestamp, usize)>> = BinaryHeap::with_capacity(inner.tasks.len());
         for (index, (task, registration)) in inner.tasks.iter().zip(registrations).enumerate() {
@@ -254,13 +271,17 @@ impl Scheduler {
                     break;
                 }
                 timers.pop();
-                let Some(task) = inner.tasks.get(index).cloned() else { continue };
+                let Some(task) = inner.tasks.get(index).cloned() else {
+                    continue;
+                };
                 let strategy = inner.strategy.clone();
                 let firing_task = task.clone();
                 firings.spawn(async move {
                     let task = firing_task;
                     match strategy.execute_task(&task, Firing::Scheduled { slot }).await {
-                        Ok(ExecuteOutcome::Started { run_id, fence }) => tracing::debug!(task = task.id(), %slot, %run_id, fence, "slot claimed"),
+                        Ok(ExecuteOutcome::Started { run_id, fence }) => {
+                            tracing::debug!(task = task.id(), %slot, %run_id, fence, "slot claimed")
+                        }
                         Ok(outcome) => tracing::debug!(task = task.id(), %slot, ?outcome, "slot not run here"),
                         Err(SchedulerError::NotRunning) => {}
                         Err(error) => tracing::error!(task = task.id(), %slot, %error, "slot claim failed"),
@@ -270,7 +291,10 @@ impl Scheduler {
                 let mut next = schedule.next_after(slot);
                 // A worker that was paused jumps to the latest due slot; the claim accounts for the gap.
                 if next.is_some_and(|next| next < now - chrono::Duration::seconds(1)) {
-                    next = schedule.latest_at_or_before(now).filter(|latest| *latest > slot).or(next);
+                    next = schedule
+                        .latest_at_or_before(now)
+                        .filter(|latest| *latest > slot)
+                        .or(next);
                 }
                 if let Some(next) = next {
                     timers.push(Reverse((next, index)));

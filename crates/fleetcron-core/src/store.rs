@@ -20,8 +20,8 @@
 //!   retry"; the engine retries with backoff and its decisions are idempotent on the state it reads.
 
 use crate::error::StoreError;
-use crate::model::{RunFinish, RunQuery, RunRecord, TaskState, Timestamp};
 use crate::model::Retention;
+use crate::model::{RunFinish, RunQuery, RunRecord, TaskState, Timestamp};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 

@@ -20,7 +20,10 @@ pub fn validate_task_id(id: &str) -> Result<(), ConfigError> {
     let reason = if id.is_empty() {
         Some("must not be empty".to_owned())
     } else if id.len() > MAX_TASK_ID_LEN {
-        Some(format!("must be at most {MAX_TASK_ID_LEN} characters, has {}", id.len()))
+        Some(format!(
+            "must be at most {MAX_TASK_ID_LEN} characters, has {}",
+            id.len()
+        ))
     } else {
         id.chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
@@ -452,7 +455,10 @@ mod tests {
     fn ids_are_validated() {
         assert!(validate_task_id("billing.sync:eu-1_a").is_ok());
         for bad in ["", "has space", "slash/no", "ü"] {
-            assert!(matches!(validate_task_id(bad), Err(ConfigError::InvalidTaskId { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_task_id(bad), Err(ConfigError::InvalidTaskId { .. })),
+                "{bad:?}"
+            );
         }
         assert!(validate_task_id(&"a".repeat(128)).is_ok());
         assert!(validate_task_id(&"a".repeat(129)).is_err());
@@ -461,15 +467,29 @@ mod tests {
     #[test]
     fn builder_rejects_bad_input_at_once() {
         assert!(noop().build().is_ok());
-        assert!(matches!(noop().timeout(Duration::ZERO).build(), Err(ConfigError::NotPositive { field: "timeout", .. })));
-        assert!(matches!(noop().timezone("Nowhere/Land").build(), Err(ConfigError::UnknownTimezone(_))));
-        assert!(matches!(noop().schedule("bogus").build(), Err(ConfigError::InvalidSchedule { .. })));
+        assert!(matches!(
+            noop().timeout(Duration::ZERO).build(),
+            Err(ConfigError::NotPositive { field: "timeout", .. })
+        ));
+        assert!(matches!(
+            noop().timezone("Nowhere/Land").build(),
+            Err(ConfigError::UnknownTimezone(_))
+        ));
+        assert!(matches!(
+            noop().schedule("bogus").build(),
+            Err(ConfigError::InvalidSchedule { .. })
+        ));
         assert!(matches!(
             ScheduledTask::builder("t").schedule("* * * * *").build(),
             Err(ConfigError::Missing { field: "handler", .. })
         ));
         assert!(matches!(
-            noop().catch_up(CatchUp::All { within: Duration::from_secs(1), max: 0 }).build(),
+            noop()
+                .catch_up(CatchUp::All {
+                    within: Duration::from_secs(1),
+                    max: 0
+                })
+                .build(),
             Err(ConfigError::NotPositive { .. })
         ));
         assert!(matches!(
