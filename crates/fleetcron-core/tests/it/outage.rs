@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fleetcron_core::{
     Decide, EngineConfig, EngineStrategy, MemoryStore, Retention, RunQuery, RunRecord, RunStatus, ScheduledTask,
-    Scheduler, SchedulerError, SchedulerStrategy, Store, StoreError, TaskState, Timestamp,
+    Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
 };
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
