@@ -6,7 +6,7 @@
 //! they see a consistent state and their writes land atomically. Nothing here does I/O or reads a clock.
 
 use crate::model::{
-    DefinitionConflict, LastRun, PendingRun, RunFinish, RunKind, RunLease, RunRecord, RunStatus, TaskState, Timestamp,
+    DefinitionConflict, LastRun, PendingRun, RunKind, RunLease, RunRecord, RunStatus, RunUpdate, TaskState, Timestamp,
 };
 use crate::schedule::Schedule;
 use crate::store::Mutation;
@@ -80,7 +80,7 @@ pub struct Decision<'a> {
     config: &'a DecideConfig,
     changed: bool,
     inserts: Vec<RunRecord>,
-    finishes: Vec<RunFinish>,
+    updates: Vec<RunUpdate>,
     /// Runs this worker must start once the mutation commits.
     pub started: Vec<RunLease>,
     /// Runs this decision ended on purpose (CancelPrevious) or found abandoned: if one is local, stop it.
@@ -96,7 +96,7 @@ impl<'a> Decision<'a> {
             config,
             changed: false,
             inserts: Vec::new(),
-            finishes: Vec::new(),
+            updates: Vec::new(),
             started: Vec::new(),
             ended: Vec::new(),
         }
@@ -120,7 +120,7 @@ impl<'a> Decision<'a> {
             Mutation {
                 state: Some(self.state),
                 insert_runs: self.inserts,
-                finish_runs: self.finishes,
+                update_runs: self.updates,
             }
         } else {
             Mutation::none()
@@ -133,10 +133,24 @@ impl<'a> Decision<'a> {
     }
 
     fn start(&mut self, kind: RunKind, slot: Option<Timestamp>, attempt: u32, trigger_id: Option<String>) {
+        self.begin(Self::new_run_id(), kind, slot, attempt, trigger_id, false);
+    }
+
+    /// Claims a run for this worker: bumps the fence, takes a lease, and inserts its history row (or turns
+    /// its pending row into a running one).
+    fn begin(
+        &mut self,
+        run_id: String,
+        kind: RunKind,
+        slot: Option<Timestamp>,
+        attempt: u32,
+        trigger_id: Option<String>,
+        has_pending_row: bool,
+    ) {
         self.changed = true;
         self.state.fence += 1;
         let lease = RunLease {
-            run_id: Self::new_run_id(),
+            run_id,
             fence: self.state.fence,
             worker: self.config.worker.clone(),
             kind,
@@ -146,26 +160,86 @@ impl<'a> Decision<'a> {
             started_at: self.now,
             lease_until: self.now + self.config.lease,
         };
+        if has_pending_row {
+            self.updates.push(RunUpdate {
+                run_id: lease.run_id.clone(),
+                status: RunStatus::Running,
+                fence: lease.fence,
+                worker: Some(self.config.worker.clone()),
+                claimed_at: Some(self.now),
+                started_at: Some(self.now),
+                finished_at: None,
+                reason: None,
+                result: None,
+                error: None,
+            });
+        } else {
+            self.inserts.push(RunRecord {
+                run_id: lease.run_id.clone(),
+                task_id: self.state.definition.id.clone(),
+                kind,
+                slot,
+                attempt,
+                fence: lease.fence,
+                worker: Some(self.config.worker.clone()),
+                trigger_id,
+                claimed_at: Some(self.now),
+                started_at: Some(self.now),
+                finished_at: None,
+                status: RunStatus::Running,
+                reason: None,
+                result: None,
+                error: None,
+            });
+        }
+        self.state.last_started_at = Some(self.now);
+        self.state.running.push(lease.clone());
+        self.started.push(lease);
+    }
+
+    /// Accepts work to run after the running run: its history row (status `pending`) is written now, so
+    /// the slot or trigger is accounted for even if no worker ever starts it.
+    fn queue(
+        &mut self,
+        kind: RunKind,
+        slot: Option<Timestamp>,
+        attempt: u32,
+        trigger_id: Option<String>,
+        first: bool,
+    ) -> String {
+        self.changed = true;
+        let run_id = Self::new_run_id();
         self.inserts.push(RunRecord {
-            run_id: lease.run_id.clone(),
+            run_id: run_id.clone(),
             task_id: self.state.definition.id.clone(),
             kind,
             slot,
             attempt,
-            fence: lease.fence,
+            fence: self.state.fence,
             worker: Some(self.config.worker.clone()),
-            trigger_id,
-            claimed_at: Some(self.now),
-            started_at: Some(self.now),
+            trigger_id: trigger_id.clone(),
+            claimed_at: None,
+            started_at: None,
             finished_at: None,
-            status: RunStatus::Running,
+            status: RunStatus::Pending,
             reason: None,
             result: None,
             error: None,
         });
-        self.state.last_started_at = Some(self.now);
-        self.state.running.push(lease.clone());
-        self.started.push(lease);
+        let pending = PendingRun {
+            run_id: run_id.clone(),
+            kind,
+            slot,
+            attempt,
+            trigger_id,
+            requested_at: self.now,
+        };
+        if first {
+            self.state.pending.insert(0, pending);
+        } else {
+            self.state.pending.push(pending);
+        }
+        run_id
     }
 
     fn record(
@@ -206,10 +280,14 @@ impl<'a> Decision<'a> {
     ) -> RunLease {
         self.changed = true;
         let lease = self.state.running.remove(index);
-        self.finishes.push(RunFinish {
+        self.updates.push(RunUpdate {
             run_id: lease.run_id.clone(),
             status,
-            finished_at: self.now,
+            fence: lease.fence,
+            worker: Some(lease.worker.clone()),
+            claimed_at: Some(lease.started_at),
+            started_at: Some(lease.started_at),
+            finished_at: Some(self.now),
             reason,
             result: result.clone(),
             error: error.clone(),
@@ -242,16 +320,7 @@ impl<'a> Decision<'a> {
             self.ended.push(lease.run_id.clone());
             if let OnAbandon::Retry { max_attempts } = policy.on_abandon {
                 if lease.attempt < max_attempts {
-                    self.state.pending.insert(
-                        0,
-                        PendingRun {
-                            kind: RunKind::Retry,
-                            slot: lease.slot,
-                            attempt: lease.attempt + 1,
-                            trigger_id: lease.trigger_id,
-                            requested_at: self.now,
-                        },
-                    );
+                    self.queue(RunKind::Retry, lease.slot, lease.attempt + 1, lease.trigger_id, true);
                 }
             }
         }
@@ -267,16 +336,28 @@ impl<'a> Decision<'a> {
             self.changed = true;
             let pending = self.state.pending.remove(0);
             if self.state.enabled {
-                self.start(pending.kind, pending.slot, pending.attempt, pending.trigger_id);
+                self.begin(
+                    pending.run_id,
+                    pending.kind,
+                    pending.slot,
+                    pending.attempt,
+                    pending.trigger_id,
+                    true,
+                );
                 return true;
             }
-            self.record(
-                pending.kind,
-                pending.slot,
-                pending.trigger_id,
-                RunStatus::Skipped,
-                REASON_DISABLED,
-            );
+            self.updates.push(RunUpdate {
+                run_id: pending.run_id,
+                status: RunStatus::Skipped,
+                fence: self.state.fence,
+                worker: Some(self.config.worker.clone()),
+                claimed_at: None,
+                started_at: None,
+                finished_at: Some(self.now),
+                reason: Some(REASON_DISABLED.to_owned()),
+                result: None,
+                error: None,
+            });
         }
         false
     }
@@ -371,13 +452,7 @@ impl<'a> Decision<'a> {
         }
         let queue = |decision: &mut Self, items: &[(Timestamp, RunKind)]| {
             for (slot, kind) in items {
-                decision.state.pending.push(PendingRun {
-                    kind: *kind,
-                    slot: Some(*slot),
-                    attempt: 1,
-                    trigger_id: None,
-                    requested_at: decision.now,
-                });
+                decision.queue(*kind, Some(*slot), 1, None, false);
             }
         };
         let active = !self.state.running.is_empty();
@@ -498,14 +573,7 @@ impl<'a> Decision<'a> {
             return Ok((existing, true));
         }
         let trigger_id = Self::new_run_id();
-        self.changed = true;
-        self.state.pending.push(PendingRun {
-            kind: RunKind::Manual,
-            slot: None,
-            attempt: 1,
-            trigger_id: Some(trigger_id.clone()),
-            requested_at: self.now,
-        });
+        self.queue(RunKind::Manual, None, 1, Some(trigger_id.clone()), false);
         Ok((trigger_id, false))
     }
 
@@ -756,7 +824,7 @@ mod tests {
         assert_eq!(decision.ended, vec![previous.clone()]);
         let (mutation, _, _) = decision.into_mutation();
         assert!(mutation
-            .finish_runs
+            .update_runs
             .iter()
             .any(|finish| finish.run_id == previous && finish.status == RunStatus::Cancelled));
     }
@@ -824,7 +892,7 @@ mod tests {
         decision.reap_expired(task.policy());
         assert!(!decision.start_pending(), "no third attempt");
         let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(mutation.finish_runs[0].status, RunStatus::Abandoned);
+        assert_eq!(mutation.update_runs[0].status, RunStatus::Abandoned);
     }
 
     #[test]
@@ -867,6 +935,47 @@ mod tests {
                 .map(|s| (Some(at(s)), RunStatus::Skipped, RunKind::Scheduled))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn queued_work_is_in_the_history_at_once_and_starts_in_place() {
+        let config = config();
+        let (task, busy) = running_state(Overlap::BufferOne);
+        let lease = busy.running[0].clone();
+        let mut decision = Decision::new(busy, at(2), &config);
+        decision.claim_slot(&task, at(2));
+        let (mutation, _, _) = decision.into_mutation();
+        let pending = mutation
+            .insert_runs
+            .iter()
+            .find(|run| run.slot == Some(at(2)))
+            .expect("a row for slot 2");
+        assert_eq!(pending.status, RunStatus::Pending);
+        let buffered = mutation.state.expect("state changed");
+        assert_eq!(buffered.pending[0].run_id, pending.run_id);
+        let mut decision = Decision::new(buffered, at(3), &config);
+        decision.finish(
+            task.policy(),
+            &lease.run_id,
+            lease.fence,
+            RunStatus::Succeeded,
+            None,
+            None,
+            None,
+            true,
+        );
+        let (mutation, started, _) = decision.into_mutation();
+        assert!(
+            mutation.insert_runs.is_empty(),
+            "starting pending work inserts no second row"
+        );
+        let starting = mutation
+            .update_runs
+            .iter()
+            .find(|update| update.run_id == pending.run_id)
+            .expect("the pending row is updated");
+        assert_eq!(starting.status, RunStatus::Running);
+        assert_eq!(started[0].run_id, pending.run_id);
     }
 
     #[test]

@@ -154,6 +154,16 @@ impl LocalRun {
 /// A claim's outcome and, when it started a run, that run's id and fence.
 type ClaimAnswer = (SlotOutcome, Option<(String, u64)>);
 
+struct FinishRequest {
+    task: Arc<ScheduledTask>,
+    lease: RunLease,
+    status: RunStatus,
+    reason: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+    reply: oneshot::Sender<()>,
+}
+
 struct ClaimRequest {
     task: Arc<ScheduledTask>,
     slot: Timestamp,
@@ -168,6 +178,8 @@ struct Engine<S: Store> {
     local_runs: Mutex<HashMap<String, Arc<LocalRun>>>,
     claims: mpsc::UnboundedSender<ClaimRequest>,
     claims_receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimRequest>>>,
+    finishes: mpsc::UnboundedSender<FinishRequest>,
+    finishes_receiver: Mutex<Option<mpsc::UnboundedReceiver<FinishRequest>>>,
     stopping: CancellationToken,
     handlers: TaskTracker,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -205,6 +217,7 @@ impl<S: Store> EngineStrategy<S> {
     /// A strategy over `store` with `config`.
     pub fn with_config(store: Arc<S>, config: EngineConfig) -> Self {
         let (claims, receiver) = mpsc::unbounded_channel();
+        let (finishes, finishes_receiver) = mpsc::unbounded_channel();
         Self {
             engine: Arc::new(Engine {
                 store,
@@ -214,6 +227,8 @@ impl<S: Store> EngineStrategy<S> {
                 local_runs: Mutex::new(HashMap::new()),
                 claims,
                 claims_receiver: Mutex::new(Some(receiver)),
+                finishes,
+                finishes_receiver: Mutex::new(Some(finishes_receiver)),
                 stopping: CancellationToken::new(),
                 handlers: TaskTracker::new(),
                 background: Mutex::new(Vec::new()),
@@ -477,6 +492,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Hands the run's end to the completion batcher and waits until it is written (or refused).
     async fn record_finish(
         self: &Arc<Self>,
         task: &Arc<ScheduledTask>,
@@ -486,65 +502,126 @@ impl<S: Store> Engine<S> {
         result: Option<Value>,
         error: Option<String>,
     ) {
+        let (reply, written) = oneshot::channel();
+        let request = FinishRequest {
+            task: task.clone(),
+            lease: lease.clone(),
+            status,
+            reason,
+            result,
+            error,
+            reply,
+        };
+        if self.finishes.send(request).is_err() {
+            tracing::error!(task = task.id(), run = %lease.run_id, "the completion writer is gone; the run's lease will expire and it will be marked abandoned");
+            return;
+        }
+        let _ = written.await;
+    }
+
+    /// Writes the ends of many runs in one store mutation: completions that arrive together (the runs of
+    /// one instant) cost one transaction, not one each.
+    async fn finish_batch(self: &Arc<Self>, batch: Vec<FinishRequest>) {
         let config = self.decide_config();
-        let ids = [task.id().to_owned()];
         let start_next = !self.stopping.is_cancelled();
+        let mut by_task: HashMap<String, Vec<FinishRequest>> = HashMap::new();
+        let mut ids = Vec::new();
+        for request in batch {
+            let id = request.task.id().to_owned();
+            if !by_task.contains_key(&id) {
+                ids.push(id.clone());
+            }
+            by_task.entry(id).or_default().push(request);
+        }
         // Retry for as long as the lease could still be ours; after that another worker owns the truth.
         let retry_for = self.config.lease * 2;
         let outcome = self
-            .transact(&ids, Some(retry_for), |now, _, state| {
+            .transact(&ids, Some(retry_for), |now, id, state| {
+                let requests = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
                 let Some(state) = state else {
-                    return (Mutation::none(), (FinishOutcome::Fenced, Vec::new(), Vec::new()));
+                    return (
+                        Mutation::none(),
+                        (vec![FinishOutcome::Fenced; requests.len()], Vec::new(), Vec::new()),
+                    );
                 };
                 let mut decision = Decision::new(state.clone(), now, &config);
-                let outcome = decision.finish(
-                    task.policy(),
-                    &lease.run_id,
-                    lease.fence,
-                    status,
-                    reason.clone(),
-                    result.clone(),
-                    error.clone(),
-                    start_next,
-                );
+                let outcomes = requests
+                    .iter()
+                    .map(|request| {
+                        decision.finish(
+                            request.task.policy(),
+                            &request.lease.run_id,
+                            request.lease.fence,
+                            request.status,
+                            request.reason.clone(),
+                            request.result.clone(),
+                            request.error.clone(),
+                            start_next,
+                        )
+                    })
+                    .collect::<Vec<_>>();
                 let (mutation, started, ended) = decision.into_mutation();
-                (mutation, (outcome, started, ended))
+                (mutation, (outcomes, started, ended))
             })
             .await;
         match outcome {
             Ok((_, mut results)) => {
-                if let Some((outcome, started, ended)) = results.remove(task.id()) {
-                    if outcome == FinishOutcome::Fenced {
-                        tracing::warn!(task = task.id(), run = %lease.run_id, fence = lease.fence, "completion refused by the fence: the run no longer holds the lease");
-                    } else {
-                        tracing::debug!(task = task.id(), run = %lease.run_id, %status, "run finished");
+                for (id, requests) in by_task {
+                    let Some((outcomes, started, ended)) = results.remove(&id) else {
+                        continue;
+                    };
+                    for (request, outcome) in requests.iter().zip(outcomes) {
+                        if outcome == FinishOutcome::Fenced {
+                            tracing::warn!(task = %id, run = %request.lease.run_id, fence = request.lease.fence, "completion refused by the fence: the run no longer holds the lease");
+                        } else {
+                            tracing::debug!(task = %id, run = %request.lease.run_id, status = %request.status, "run finished");
+                        }
                     }
                     self.stop_local(&ended, StopReason::LeaseLost);
-                    self.spawn_runs(task, started);
+                    if let Some(task) = requests.first().map(|request| request.task.clone()) {
+                        self.spawn_runs(&task, started);
+                    }
+                    for request in requests {
+                        let _ = request.reply.send(());
+                    }
                 }
             }
             Err(error) => {
-                tracing::error!(task = task.id(), run = %lease.run_id, %error, "could not record the run's end; its lease will expire and it will be marked abandoned")
+                for request in by_task.into_values().flatten() {
+                    tracing::error!(task = request.task.id(), run = %request.lease.run_id, %error, "could not record the run's end; its lease will expire and it will be marked abandoned");
+                    let _ = request.reply.send(());
+                }
             }
         }
     }
 
-    async fn claim_loop(self: Arc<Self>, mut receiver: mpsc::UnboundedReceiver<ClaimRequest>) {
+    /// Drains a request channel into batches: waits for one request, lets the others of the same instant
+    /// arrive, takes up to the batch limit, and hands the batch to `handle`. Returns when the channel
+    /// closes or, if `until_stopping`, when the engine stops.
+    async fn batch_loop<R, F, Fut>(
+        self: Arc<Self>,
+        mut receiver: mpsc::UnboundedReceiver<R>,
+        until_stopping: bool,
+        handle: F,
+    ) where
+        F: Fn(Arc<Self>, Vec<R>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let limit = self.config.claim_batch.max(1);
         loop {
             let first = tokio::select! {
                 request = receiver.recv() => match request { Some(request) => request, None => return },
-                () = self.stopping.cancelled() => return,
+                () = self.stopping.cancelled(), if until_stopping => return,
             };
-            // Let the other claims of the same instant join this batch.
             tokio::task::yield_now().await;
             let mut batch = vec![first];
-            while batch.len() < self.config.claim_batch {
+            while batch.len() < limit {
                 match receiver.try_recv() {
                     Ok(request) => batch.push(request),
                     Err(_) => break,
                 }
             }
-            self.claim_batch(batch).await;
+            handle(self.clone(), batch).await;
         }
     }
 
@@ -803,14 +880,35 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             lease: to_chrono(engine.config.lease),
             misfire_threshold: to_chrono(engine.config.misfire_threshold),
         });
-        let receiver = engine
+        let claims = engine
             .claims_receiver
             .lock()
             .ok()
             .and_then(|mut receiver| receiver.take());
+        let finishes = engine
+            .finishes_receiver
+            .lock()
+            .ok()
+            .and_then(|mut receiver| receiver.take());
         let mut background = engine.background.lock().map_err(|_| SchedulerError::NotRunning)?;
-        if let Some(receiver) = receiver {
-            background.push(tokio::spawn(engine.clone().claim_loop(receiver)));
+        if let Some(receiver) = claims {
+            background.push(tokio::spawn(engine.clone().batch_loop(
+                receiver,
+                true,
+                |engine, batch| async move {
+                    engine.claim_batch(batch).await;
+                },
+            )));
+        }
+        // Completions are written until every handler has ended, shutdown included.
+        if let Some(receiver) = finishes {
+            background.push(tokio::spawn(engine.clone().batch_loop(
+                receiver,
+                false,
+                |engine, batch| async move {
+                    engine.finish_batch(batch).await;
+                },
+            )));
         }
         background.push(tokio::spawn(engine.clone().poll_loop()));
         background.push(tokio::spawn(engine.clone().heartbeat_loop()));

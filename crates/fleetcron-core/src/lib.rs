@@ -21,7 +21,7 @@ pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    LastRun, Retention, RunFinish, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunningOn, TaskReport, TaskState,
+    LastRun, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
     Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
 };
 pub use schedule::Schedule;

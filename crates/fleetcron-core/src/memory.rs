@@ -103,13 +103,17 @@ impl Store for MemoryStore {
             inner.slot_keys.extend(new_keys);
             let runs = inner.runs.entry(id.clone()).or_default();
             runs.extend(mutation.insert_runs);
-            for finish in mutation.finish_runs {
-                if let Some(run) = runs.iter_mut().rev().find(|run| run.run_id == finish.run_id) {
-                    run.status = finish.status;
-                    run.finished_at = Some(finish.finished_at);
-                    run.reason = finish.reason.or(run.reason.take());
-                    run.result = finish.result;
-                    run.error = finish.error;
+            for update in mutation.update_runs {
+                if let Some(run) = runs.iter_mut().rev().find(|run| run.run_id == update.run_id) {
+                    run.status = update.status;
+                    run.fence = update.fence;
+                    run.worker = update.worker;
+                    run.claimed_at = update.claimed_at;
+                    run.started_at = update.started_at;
+                    run.finished_at = update.finished_at;
+                    run.reason = update.reason;
+                    run.result = update.result;
+                    run.error = update.error;
                 }
             }
         }

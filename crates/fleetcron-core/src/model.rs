@@ -28,6 +28,9 @@ pub enum RunKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Accepted and waiting for the running run to end: a manual trigger, a buffered or catch-up slot,
+    /// or a retry. The row becomes `running` (same run id) when it starts.
+    Pending,
     /// Claimed and running under a lease.
     Running,
     /// The handler returned `Ok`.
@@ -50,6 +53,7 @@ impl RunStatus {
     /// The snake_case name used in stores and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Pending => "pending",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -64,6 +68,7 @@ impl RunStatus {
     /// Parses the snake_case name.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
+            "pending" => RunStatus::Pending,
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
@@ -155,16 +160,27 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// The end of a run, written by compare-and-set on the task's state (the fence).
+/// A change to an existing history row: a pending row starting, or a run ending. It is written in the
+/// same atomic mutation as the task state that justifies it (so a completion lands only if the run still
+/// held its lease with its fence). Every mutable column is set; identity columns (task, kind, slot,
+/// attempt, trigger) never change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunFinish {
+pub struct RunUpdate {
     /// The run.
     pub run_id: String,
-    /// Its final status.
+    /// Its new status.
     pub status: RunStatus,
+    /// The fence of its claim.
+    pub fence: u64,
+    /// The worker running it.
+    pub worker: Option<String>,
+    /// When it was claimed (store clock).
+    pub claimed_at: Option<Timestamp>,
+    /// When it started (store clock).
+    pub started_at: Option<Timestamp>,
     /// When it ended (store clock).
-    pub finished_at: Timestamp,
-    /// Why, when the engine ended it.
+    pub finished_at: Option<Timestamp>,
+    /// Why, when the engine ended or skipped it.
     pub reason: Option<String>,
     /// The handler's result.
     pub result: Option<Value>,
@@ -198,6 +214,8 @@ pub struct RunLease {
 /// Work accepted but not started yet: a manual trigger, a buffered slot, a catch-up slot or a retry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingRun {
+    /// The run id it will have; its history row (status `pending`) exists already.
+    pub run_id: String,
     /// Why it will run.
     pub kind: RunKind,
     /// Its slot (none for a manual trigger).

@@ -21,7 +21,7 @@
 
 use crate::error::StoreError;
 use crate::model::Retention;
-use crate::model::{RunFinish, RunQuery, RunRecord, TaskState, Timestamp};
+use crate::model::{RunQuery, RunRecord, RunUpdate, TaskState, Timestamp};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
@@ -32,8 +32,8 @@ pub struct Mutation {
     pub state: Option<TaskState>,
     /// History rows to insert.
     pub insert_runs: Vec<RunRecord>,
-    /// History rows to close.
-    pub finish_runs: Vec<RunFinish>,
+    /// Existing history rows to change (by run id).
+    pub update_runs: Vec<RunUpdate>,
 }
 
 impl Mutation {
