@@ -182,7 +182,10 @@ struct Engine<S: Store> {
     finishes_receiver: Mutex<Option<mpsc::UnboundedReceiver<FinishRequest>>>,
     stopping: CancellationToken,
     handlers: TaskTracker,
-    background: Mutex<Vec<JoinHandle<()>>>,
+    /// Loops that start runs (claims, polls): shutdown waits for them to finish their current step.
+    starters: Mutex<Vec<JoinHandle<()>>>,
+    /// Loops that serve running handlers (heartbeats, completions): stopped after the last handler.
+    servants: Mutex<Vec<JoinHandle<()>>>,
     wake: Notify,
     started: AtomicBool,
 }
@@ -231,7 +234,8 @@ impl<S: Store> EngineStrategy<S> {
                 finishes_receiver: Mutex::new(Some(finishes_receiver)),
                 stopping: CancellationToken::new(),
                 handlers: TaskTracker::new(),
-                background: Mutex::new(Vec::new()),
+                starters: Mutex::new(Vec::new()),
+                servants: Mutex::new(Vec::new()),
                 wake: Notify::new(),
                 started: AtomicBool::new(false),
             }),
@@ -800,7 +804,17 @@ impl<S: Store> Engine<S> {
                 .await;
             match renewal {
                 Ok((_, results)) => {
-                    let lost: Vec<String> = results.into_values().flatten().collect();
+                    // A run that ended normally while the renewal was in flight is not lost.
+                    let still_local: Vec<String> = self
+                        .local_runs
+                        .lock()
+                        .map(|runs| runs.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let lost: Vec<String> = results
+                        .into_values()
+                        .flatten()
+                        .filter(|run_id| still_local.contains(run_id))
+                        .collect();
                     for (run_id, run) in &local {
                         if !lost.contains(run_id) {
                             if let Ok(mut renewed) = run.renewed_at.lock() {
@@ -890,9 +904,10 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             .lock()
             .ok()
             .and_then(|mut receiver| receiver.take());
-        let mut background = engine.background.lock().map_err(|_| SchedulerError::NotRunning)?;
+        let mut starters = engine.starters.lock().map_err(|_| SchedulerError::NotRunning)?;
+        let mut servants = engine.servants.lock().map_err(|_| SchedulerError::NotRunning)?;
         if let Some(receiver) = claims {
-            background.push(tokio::spawn(engine.clone().batch_loop(
+            starters.push(tokio::spawn(engine.clone().batch_loop(
                 receiver,
                 true,
                 |engine, batch| async move {
@@ -902,7 +917,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
         }
         // Completions are written until every handler has ended, shutdown included.
         if let Some(receiver) = finishes {
-            background.push(tokio::spawn(engine.clone().batch_loop(
+            servants.push(tokio::spawn(engine.clone().batch_loop(
                 receiver,
                 false,
                 |engine, batch| async move {
@@ -910,14 +925,24 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 },
             )));
         }
-        background.push(tokio::spawn(engine.clone().poll_loop()));
-        background.push(tokio::spawn(engine.clone().heartbeat_loop()));
+        starters.push(tokio::spawn(engine.clone().poll_loop()));
+        servants.push(tokio::spawn(engine.clone().heartbeat_loop()));
         Ok(())
     }
 
     async fn destroy(&self) -> Result<(), SchedulerError> {
         let engine = &self.engine;
         engine.stopping.cancel();
+        // The claim and poll loops end after their current step; a claim that commits in that step still
+        // gets its handler, which the wait below then covers. Nothing starts a run after this.
+        let starters: Vec<JoinHandle<()>> = engine
+            .starters
+            .lock()
+            .map(|mut handles| handles.drain(..).collect())
+            .unwrap_or_default();
+        for handle in starters {
+            let _ = handle.await;
+        }
         engine.handlers.close();
         if tokio::time::timeout(engine.config.shutdown_grace, engine.handlers.wait())
             .await
@@ -941,12 +966,12 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             )
             .await;
         }
-        let background: Vec<JoinHandle<()>> = engine
-            .background
+        let servants: Vec<JoinHandle<()>> = engine
+            .servants
             .lock()
             .map(|mut handles| handles.drain(..).collect())
             .unwrap_or_default();
-        for handle in background {
+        for handle in servants {
             handle.abort();
             let _ = handle.await;
         }
