@@ -1029,8 +1029,9 @@ pub async fn worker_clock_ahead_cannot_start_early<B: Backend>(backend: &B) {
         clock: Some(Arc::new(OffsetClock::new(chrono::Duration::milliseconds(2500)))),
         ..WorkerOptions::default()
     };
+    align_to_second().await;
     let worker = Worker::start("fast-clock", &namespace, make, options).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     worker.stop().await;
     let events = recorder.of("early");
     assert!(events.len() >= 3);

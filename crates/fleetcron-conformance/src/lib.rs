@@ -5,7 +5,7 @@
 //! a separate worker sharing that namespace's store, as separate processes would. Then one line expands
 //! every case into a `#[tokio::test]` of the backend's crate:
 //!
-//! ```ignore
+//! ```text
 //! fleetcron_conformance::conformance_tests!(crate::MyBackend);
 //! ```
 //!

@@ -174,7 +174,8 @@ impl Store for MemoryStore {
             runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
             let mut kept = 0u32;
             runs.retain(|run| {
-                if run.status == RunStatus::Running {
+                // Unfinished work keeps its row: a pruned pending row would lose the run's history.
+                if matches!(run.status, RunStatus::Running | RunStatus::Pending) {
                     return true;
                 }
                 let too_old = cutoff

@@ -70,7 +70,7 @@ pub trait Store: Send + Sync + 'static {
     /// A task's history, newest first.
     async fn runs(&self, task_id: &str, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Deletes history rows beyond the retention policy (never a `running` row); returns how many.
+    /// Deletes history rows beyond the retention policy (never a `running` or `pending` row); returns how many.
     async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError>;
 
     /// Push notifications of tasks that want attention (triggers), for stores that can push. `None`

@@ -1,0 +1,154 @@
+//! fleetcron: distributed cron for tokio services. Every scheduled firing runs exactly once across a
+//! fleet of workers, however many run, crash, restart or disagree about the time.
+//!
+//! This facade re-exports the core and picks a backend from a URL:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use fleetcron::{DefaultSchedulerStrategy, ScheduledTask, Scheduler};
+//!
+//! let strategy = DefaultSchedulerStrategy::connect("sqlite://fleetcron.db").await?;
+//! let scheduler = Scheduler::builder()
+//!     .strategy(strategy)
+//!     .task(
+//!         ScheduledTask::builder("cleanup")
+//!             .schedule("*/5 * * * *")
+//!             .handler(|_ctx| async { Ok(serde_json::json!("done")) })
+//!             .build()?,
+//!     )
+//!     .build()?;
+//! scheduler.run_until(tokio::signal::ctrl_c()).await?;
+//! # Ok(()) }
+//! ```
+
+pub use fleetcron_core::*;
+pub use fleetcron_sqlite::{SqliteStore, SqliteStrategy};
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// The strategy for a store URL: `sqlite://PATH`, `memory://` (private) or `memory://NAME` (shared by
+/// every strategy of this process that names it). Other schemes are refused with a clear error.
+#[derive(Clone)]
+pub struct DefaultSchedulerStrategy {
+    inner: Arc<dyn SchedulerStrategy>,
+    url: String,
+}
+
+impl std::fmt::Debug for DefaultSchedulerStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefaultSchedulerStrategy")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+fn named_memory_stores() -> &'static Mutex<HashMap<String, Weak<MemoryStore>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Weak<MemoryStore>>>> = OnceLock::new();
+    STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn memory_store(name: &str) -> Result<Arc<MemoryStore>, StoreError> {
+    if name.is_empty() {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    let mut stores = named_memory_stores()
+        .lock()
+        .map_err(|_| StoreError::Corrupt("memory store registry poisoned".to_owned()))?;
+    if let Some(store) = stores.get(name).and_then(Weak::upgrade) {
+        return Ok(store);
+    }
+    let store = Arc::new(MemoryStore::new());
+    stores.insert(name.to_owned(), Arc::downgrade(&store));
+    Ok(store)
+}
+
+impl DefaultSchedulerStrategy {
+    /// Connects to the store at `url` with the default engine configuration.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, EngineConfig::default()).await
+    }
+
+    /// Connects to the store at `url` with `config`.
+    pub async fn connect_with(url: &str, config: EngineConfig) -> Result<Self, StoreError> {
+        let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
+            StoreError::Config(format!(
+                "store URL {url:?} has no scheme; use sqlite://PATH or memory://"
+            ))
+        })?;
+        let inner: Arc<dyn SchedulerStrategy> = match scheme {
+            "sqlite" => {
+                let store = SqliteStore::from_url(url).await?;
+                Arc::new(SqliteStrategy::with_config(Arc::new(store), config))
+            }
+            "memory" => Arc::new(MemoryStrategy::with_config(memory_store(rest)?, config)),
+            "postgres" | "postgresql" | "mysql" | "mariadb" | "redis" => {
+                return Err(StoreError::Config(format!(
+                    "the {scheme} backend is not part of this build yet; use sqlite://PATH or memory://"
+                )))
+            }
+            other => {
+                return Err(StoreError::Config(format!(
+                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH or memory://"
+                )))
+            }
+        };
+        Ok(Self {
+            inner,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The URL this strategy was connected with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[async_trait]
+impl SchedulerStrategy for DefaultSchedulerStrategy {
+    async fn init(&self, worker_id: &str) -> Result<(), SchedulerError> {
+        self.inner.init(worker_id).await
+    }
+
+    async fn destroy(&self) -> Result<(), SchedulerError> {
+        self.inner.destroy().await
+    }
+
+    async fn register_task(&self, task: ScheduledTask) -> Result<Registration, SchedulerError> {
+        self.inner.register_task(task).await
+    }
+
+    async fn register_tasks(&self, tasks: Vec<ScheduledTask>) -> Result<Vec<Registration>, SchedulerError> {
+        self.inner.register_tasks(tasks).await
+    }
+
+    async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError> {
+        self.inner.execute_task(task, firing).await
+    }
+
+    async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
+        self.inner.get_tasks().await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskReport>, SchedulerError> {
+        self.inner.get_task(id).await
+    }
+
+    async fn trigger_task(&self, id: &str) -> Result<TriggerReceipt, SchedulerError> {
+        self.inner.trigger_task(id).await
+    }
+
+    async fn update_task(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError> {
+        self.inner.update_task(input).await
+    }
+
+    async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
+        self.inner.runs(id, query).await
+    }
+
+    async fn prune_history(&self) -> Result<u64, SchedulerError> {
+        self.inner.prune_history().await
+    }
+}
