@@ -1,0 +1,157 @@
+//! The `fleetcron` command: schedule previews, the demo, and the worker processes the demo and the
+//! multi-process tests start.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (store unreachable, the demo's check failed); 2 a usage
+//! error (bad flags, invalid schedule pattern, unknown time zone, malformed instant). Every error is one
+//! line on stderr starting with `error:`.
+
+mod demo;
+mod lag;
+mod process;
+mod schedule_cmd;
+mod summary;
+mod worker;
+
+use clap::{Parser, Subcommand};
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+/// Distributed cron: every scheduled firing runs exactly once across a fleet of workers.
+#[derive(Debug, Parser)]
+#[command(name = "fleetcron", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Preview cron schedules: when a pattern fires, and what it means.
+    #[command(subcommand)]
+    Schedule(schedule_cmd::ScheduleCommand),
+    /// Run several worker processes on an embedded SQLite store for a while, show which worker ran
+    /// which slot, and check from the store's history and the handlers' log that each slot ran once.
+    Demo(demo::DemoArgs),
+    /// One worker process (used by `fleetcron demo` and the multi-process tests).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+    /// The demo's exactly-once check, on any store and handlers' log.
+    #[command(hide = true)]
+    Summary(summary::SummaryArgs),
+    /// Start lag (slot instant to handler start) from a handlers' log, as JSON percentiles.
+    #[command(hide = true)]
+    Lag(lag::LagArgs),
+}
+
+/// A failure of a subcommand: its message (one line) and the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    /// A usage error (exit code 2): invalid pattern, zone or instant.
+    pub fn usage(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 2,
+        }
+    }
+
+    /// A runtime failure (exit code 1).
+    pub fn runtime(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keep the message on one line whatever the underlying error printed.
+        let mut first = true;
+        for line in self.message.lines().map(str::trim).filter(|line| !line.is_empty()) {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(line)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// What a subcommand returns: its exit code on success (a demo whose check failed exits 1 without an
+/// error message of its own), or an error.
+pub type CliResult = Result<ExitCode, CliError>;
+
+fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // A second initialisation (never expected) is harmless: keep the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::runtime(format!("cannot start the async runtime: {error}")))
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Schedule(command) => schedule_cmd::run(command),
+        Command::Demo(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(demo::run(args))
+        }
+        Command::Worker(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(worker::run(args))
+        }
+        Command::Lag(args) => lag::run(args),
+        Command::Summary(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(summary::run(args))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            // Nothing more can be done if stderr itself is gone.
+            let _ = writeln!(std::io::stderr().lock(), "error: {error}");
+            ExitCode::from(error.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_print_on_one_line() {
+        let error = CliError::runtime("first\n  second\n\nthird");
+        assert_eq!(error.to_string(), "first second third");
+        assert_eq!(CliError::usage("x").code, 2);
+    }
+}
