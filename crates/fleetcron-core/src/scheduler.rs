@@ -266,6 +266,8 @@ impl Scheduler {
             }
             // Claims a hair early are answered "not due" by the store and retried at the exact instant.
             let now = inner.clock.now() + chrono::Duration::milliseconds(1);
+            // Everything due now goes to the strategy in one call, so its claims share one store round trip.
+            let mut due: Vec<(Arc<ScheduledTask>, Firing)> = Vec::new();
             while let Some(Reverse((slot, index))) = timers.peek().copied() {
                 if slot > now {
                     break;
@@ -274,19 +276,6 @@ impl Scheduler {
                 let Some(task) = inner.tasks.get(index).cloned() else {
                     continue;
                 };
-                let strategy = inner.strategy.clone();
-                let firing_task = task.clone();
-                firings.spawn(async move {
-                    let task = firing_task;
-                    match strategy.execute_task(&task, Firing::Scheduled { slot }).await {
-                        Ok(ExecuteOutcome::Started { run_id, fence }) => {
-                            tracing::debug!(task = task.id(), %slot, %run_id, fence, "slot claimed")
-                        }
-                        Ok(outcome) => tracing::debug!(task = task.id(), %slot, ?outcome, "slot not run here"),
-                        Err(SchedulerError::NotRunning) => {}
-                        Err(error) => tracing::error!(task = task.id(), %slot, %error, "slot claim failed"),
-                    }
-                });
                 let schedule = task.schedule();
                 let mut next = schedule.next_after(slot);
                 // A worker that was paused jumps to the latest due slot; the claim accounts for the gap.
@@ -299,6 +288,23 @@ impl Scheduler {
                 if let Some(next) = next {
                     timers.push(Reverse((next, index)));
                 }
+                due.push((task, Firing::Scheduled { slot }));
+            }
+            if !due.is_empty() {
+                let strategy = inner.strategy.clone();
+                firings.spawn(async move {
+                    let outcomes = strategy.execute_many(due.clone()).await;
+                    for ((task, firing), outcome) in due.iter().zip(outcomes) {
+                        match outcome {
+                            Ok(ExecuteOutcome::Started { run_id, fence }) => {
+                                tracing::debug!(task = task.id(), ?firing, %run_id, fence, "slot claimed")
+                            }
+                            Ok(outcome) => tracing::debug!(task = task.id(), ?firing, ?outcome, "slot not run here"),
+                            Err(SchedulerError::NotRunning) => {}
+                            Err(error) => tracing::error!(task = task.id(), ?firing, %error, "slot claim failed"),
+                        }
+                    }
+                });
             }
         }
         inner.ready.send_replace(false);

@@ -24,6 +24,7 @@ use crate::error::SchedulerError;
 use crate::model::{RunQuery, RunRecord, TaskReport, Timestamp, TriggerReceipt, UpdateScheduledTaskInput};
 use crate::task::{Firing, ScheduledTask};
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// What `execute_task` did with a firing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,21 @@ pub trait SchedulerStrategy: Send + Sync + 'static {
     /// Claims the firing for this worker and, if the claim wins, starts the handler. Returns once the
     /// claim is decided; the handler runs in the background.
     async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError>;
+
+    /// Executes the firings that fell due at the same instant. The default polls every `execute_task`
+    /// together, so the built-in strategies claim all of them in one store round trip; results come back
+    /// in the order of `firings`.
+    async fn execute_many(
+        &self,
+        firings: Vec<(Arc<ScheduledTask>, Firing)>,
+    ) -> Vec<Result<ExecuteOutcome, SchedulerError>> {
+        futures::future::join_all(
+            firings
+                .iter()
+                .map(|(task, firing)| self.execute_task(task, firing.clone())),
+        )
+        .await
+    }
 
     /// Reports on every task in the store.
     async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError>;

@@ -128,6 +128,13 @@ impl SchedulerStrategy for DefaultSchedulerStrategy {
         self.inner.execute_task(task, firing).await
     }
 
+    async fn execute_many(
+        &self,
+        firings: Vec<(std::sync::Arc<ScheduledTask>, Firing)>,
+    ) -> Vec<Result<ExecuteOutcome, SchedulerError>> {
+        self.inner.execute_many(firings).await
+    }
+
     async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
         self.inner.get_tasks().await
     }
