@@ -14,6 +14,7 @@
 
 pub mod cases;
 pub mod memory;
+pub mod proxy;
 pub mod support;
 
 use fleetcron_core::{EngineConfig, SchedulerStrategy, SharedClock};
