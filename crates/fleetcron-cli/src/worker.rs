@@ -58,6 +58,12 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub shutdown_grace_ms: u64,
+    /// Shifts this worker's clock by this many milliseconds (positive: ahead), to simulate clock skew.
+    /// Only when to ask changes: the store's clock still decides whether a slot is due.
+    #[arg(long, value_name = "MS", env = "FLEETCRON_CLOCK_SKEW_MS", default_value_t = 0,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-86_400_000..=86_400_000))]
+    pub clock_skew_ms: i64,
     /// Also shut down when stdin reaches its end (the parent holding the pipe is gone).
     #[arg(long)]
     pub watch_stdin: bool,
@@ -236,6 +242,11 @@ pub async fn run(args: WorkerArgs) -> CliResult {
         .retention_schedule(None);
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id.clone());
+    }
+    if args.clock_skew_ms != 0 {
+        builder = builder.clock(Arc::new(fleetcron_core::OffsetClock::new(
+            chrono::Duration::milliseconds(args.clock_skew_ms),
+        )));
     }
     let scheduler = builder.build().map_err(CliError::usage)?;
     let id = scheduler.worker_id().to_owned();

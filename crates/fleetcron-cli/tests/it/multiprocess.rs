@@ -27,6 +27,16 @@ struct Worker {
     child: Child,
 }
 
+/// Clock skew of each worker: `mp1` runs 3 s ahead, `mp2` 3 s behind, the others on time. The store's
+/// clock still decides, so neither may start a slot early or twice.
+fn skew_ms(id: &str) -> i64 {
+    match id {
+        "mp1" => 3000,
+        "mp2" => -3000,
+        _ => 0,
+    }
+}
+
 fn spawn_worker(dir: &Path, url: &str, log: &Path, id: &str) -> Worker {
     let out = File::create(dir.join(format!("{id}.out"))).expect("create the worker's stdout file");
     let err = File::create(dir.join(format!("{id}.err"))).expect("create the worker's stderr file");
@@ -44,6 +54,7 @@ fn spawn_worker(dir: &Path, url: &str, log: &Path, id: &str) -> Worker {
         ])
         .args(["--lease-ms", &LEASE_MS.to_string(), "--poll-ms", &POLL_MS.to_string()])
         .args(["--shutdown-grace-ms", "5000"])
+        .env("FLEETCRON_CLOCK_SKEW_MS", skew_ms(id).to_string())
         .arg("--log")
         .arg(log)
         .stdin(Stdio::null())
@@ -65,6 +76,8 @@ struct LogLine {
     run_id: String,
     worker: String,
     fence: u64,
+    /// When the handler started, by the host's real clock (the store's clock on this host).
+    started: DateTime<Utc>,
 }
 
 fn read_log(path: &Path) -> Vec<LogLine> {
@@ -83,6 +96,9 @@ fn read_log(path: &Path) -> Vec<LogLine> {
                 fence: fields[4]
                     .parse()
                     .unwrap_or_else(|error| panic!("bad fence in {line:?}: {error}")),
+                started: DateTime::parse_from_rfc3339(fields[5])
+                    .unwrap_or_else(|error| panic!("bad start instant in {line:?}: {error}"))
+                    .with_timezone(&Utc),
             }
         })
         .collect()
@@ -198,6 +214,14 @@ async fn four_workers_one_sqlite_file_kill_and_restart() {
         twice.is_empty(),
         "slots that ran twice according to the handlers' log: {twice:?}"
     );
+    // None early, although mp1's clock runs 3 s ahead: the store's clock decides.
+    let early: Vec<_> = lines.iter().filter(|line| line.started < line.slot).collect();
+    assert!(early.is_empty(), "runs that started before their slot: {early:?}");
+    let skewed_ran = ["mp1", "mp2"]
+        .iter()
+        .filter(|id| lines.iter().any(|line| line.worker == **id))
+        .count();
+    assert!(skewed_ran >= 1, "the skewed workers must take part");
 
     // The history, task by task.
     let schedules: Vec<(String, &str)> = (0..TASKS)
