@@ -1,11 +1,16 @@
-//! The `fleetcron` command: schedule previews, the demo, and the worker processes the demo and the
-//! multi-process tests start.
+//! The `fleetcron` command: the daemon (`run`), admin commands (`tasks`, `migrate`), schedule previews,
+//! the demo, and the worker processes the demo and the multi-process tests start.
 //!
-//! Exit codes: 0 success; 1 a runtime failure (store unreachable, the demo's check failed); 2 a usage
-//! error (bad flags, invalid schedule pattern, unknown time zone, malformed instant). Every error is one
-//! line on stderr starting with `error:`.
+//! Exit codes: 0 success; 1 a runtime failure (unknown task id, the demo's check failed); 2 a usage
+//! error (bad flags, invalid configuration file, schedule pattern, time zone or instant); 3 the store
+//! could not be reached or opened. Every error is one line on stderr starting with `error:` (an invalid
+//! configuration file prints one such line per problem).
 
+mod admin;
+mod config;
+mod daemon;
 mod demo;
+mod exec;
 mod lag;
 mod process;
 mod schedule_cmd;
@@ -27,6 +32,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the tasks of a configuration file on a store, as one worker of the fleet.
+    Run(daemon::RunArgs),
+    /// Inspect and control the tasks in a store: list, show, runs, trigger, enable, disable.
+    #[command(subcommand)]
+    Tasks(admin::TasksCommand),
+    /// Create or upgrade the store's schema.
+    Migrate(admin::MigrateArgs),
     /// Preview cron schedules: when a pattern fires, and what it means.
     #[command(subcommand)]
     Schedule(schedule_cmd::ScheduleCommand),
@@ -65,6 +77,14 @@ impl CliError {
         Self {
             message: message.to_string(),
             code: 1,
+        }
+    }
+
+    /// The store could not be reached or opened (exit code 3).
+    pub fn unreachable(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 3,
         }
     }
 }
@@ -110,6 +130,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Schedule(command) => schedule_cmd::run(command),
+        Command::Run(args) => runtime()?.block_on(daemon::run(args)),
+        Command::Tasks(command) => {
+            init_tracing("error");
+            runtime()?.block_on(admin::tasks(command))
+        }
+        Command::Migrate(args) => {
+            init_tracing("error");
+            runtime()?.block_on(admin::migrate(args))
+        }
         Command::Demo(args) => {
             init_tracing("warn");
             runtime()?.block_on(demo::run(args))

@@ -1,7 +1,13 @@
-//! Integration tests of the `fleetcron` binary: schedule previews, the multi-process exactly-once test
-//! and the demo. One test binary; each concern is a module.
+//! Integration tests of the `fleetcron` binary: schedule previews, the multi-process exactly-once test,
+//! the demo, the daemon's configuration check, command and HTTP tasks, admin commands, SIGHUP reload and
+//! a three-daemon fleet. One test binary; each concern is a module.
 
+mod admin;
 mod common;
+mod config_check;
+mod daemon_support;
+mod daemon_tasks;
 mod demo;
+mod fleet;
 mod multiprocess;
 mod schedule;

@@ -1,0 +1,259 @@
+//! `fleetcron run --config fleetcron.toml`: the daemon. It validates the whole file (every problem at
+//! once, exit code 2), connects to the store (exit code 3 when it cannot), registers the file's tasks and
+//! runs them until SIGTERM or SIGINT (graceful: running handlers get the engine's `shutdown_grace`).
+//!
+//! SIGHUP reloads the file. A valid new file gets a new scheduler on the same store, started before the
+//! old one stops: slots due during the handover are claimed by whichever scheduler asks first (the store
+//! lets exactly one claim win), and the new scheduler's registration resumes from the store's high-water
+//! mark, so no slot is lost or run twice. An invalid file is reported and the old configuration keeps
+//! running. Tasks removed from the file stay in the store (reports, history); nobody claims their slots.
+
+use crate::admin::store_error;
+use crate::config::{self, DaemonConfig, Issue};
+use crate::process::{say, warn};
+use crate::{exec, CliError, CliResult};
+use clap::{Args, ValueEnum};
+use fleetcron::{DefaultSchedulerStrategy, ScheduledTask, Scheduler, SchedulerError};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `fleetcron run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = "fleetcron.toml")]
+    pub config: PathBuf,
+    /// Store URL; overrides `store` in the file (default sqlite://fleetcron.db).
+    #[arg(long, value_name = "URL", env = "FLEETCRON_STORE")]
+    pub store: Option<String>,
+    /// This worker's id (default: `worker_id` in the file, else HOST:PID:RANDOM).
+    #[arg(long, value_name = "ID", env = "FLEETCRON_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Validate the file and exit: 0 when valid, 2 with every problem otherwise.
+    #[arg(long)]
+    pub check: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+const DEFAULT_STORE: &str = "sqlite://fleetcron.db";
+
+/// Prints every issue and returns the exit-2 error.
+fn report_issues(path: &Path, issues: &[Issue]) -> CliError {
+    for issue in issues {
+        if issue.line == 0 {
+            warn(&format!("error: {}", issue.message));
+        } else {
+            warn(&format!("error: {}:{issue}", path.display()));
+        }
+    }
+    CliError::usage(format!(
+        "{}: {} problem{} found; nothing was started",
+        path.display(),
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    ))
+}
+
+fn build_tasks(config: &DaemonConfig, client: &reqwest::Client) -> Result<Vec<ScheduledTask>, CliError> {
+    config
+        .tasks
+        .iter()
+        .map(|spec| {
+            ScheduledTask::builder(spec.id.clone())
+                .schedule(spec.schedule.clone())
+                .timezone(spec.timezone.clone())
+                .description(spec.description.clone())
+                .timeout(spec.timeout)
+                .overlap(spec.overlap)
+                .catch_up(spec.catch_up)
+                .on_abandon(spec.on_abandon)
+                .params(spec.params.clone())
+                .handler(exec::handler(spec, client.clone()))
+                .build()
+                .map_err(|error| CliError::usage(format!("task {}: {error}", spec.id)))
+        })
+        .collect()
+}
+
+/// One running generation of the configuration.
+struct Generation {
+    scheduler: Scheduler,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), SchedulerError>>,
+}
+
+impl Generation {
+    /// Stops this generation gracefully and waits for it.
+    async fn stop(self) -> Result<(), CliError> {
+        let id = self.scheduler.worker_id().to_owned();
+        let _ = self.stop.send(());
+        match self.handle.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(CliError::runtime(format!("worker {id}: {error}"))),
+            Err(error) => Err(CliError::runtime(format!("worker {id} failed: {error}"))),
+        }
+    }
+}
+
+async fn start(
+    config: &DaemonConfig,
+    url: &str,
+    worker_id: Option<String>,
+    client: &reqwest::Client,
+) -> Result<Generation, CliError> {
+    let tasks = build_tasks(config, client)?;
+    let strategy = DefaultSchedulerStrategy::connect_with(url, config.engine.clone())
+        .await
+        .map_err(|error| store_error(url, &error))?;
+    let mut builder = Scheduler::builder().strategy(strategy).tasks(tasks);
+    if let Some(id) = worker_id {
+        builder = builder.worker_id(id);
+    }
+    let scheduler = builder.build().map_err(CliError::usage)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runner = scheduler.clone();
+    let handle = tokio::spawn(async move { runner.run_until(stopped).await });
+    // Ready, or the reason it could not start (store unreachable, migrations failed).
+    let mut handle = handle;
+    tokio::select! {
+        () = scheduler.ready() => {}
+        joined = &mut handle => {
+            let error = match joined {
+                Ok(Ok(())) => "stopped before it was ready".to_owned(),
+                Ok(Err(SchedulerError::Store(error))) => return Err(store_error(url, &error)),
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => error.to_string(),
+            };
+            return Err(CliError::runtime(format!("the scheduler could not start: {error}")));
+        }
+    }
+    Ok(Generation {
+        scheduler,
+        stop,
+        handle,
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second initialisation (never expected) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Runs the daemon (or, with `--check`, validates its file).
+pub async fn run(args: RunArgs) -> CliResult {
+    let config = config::load(&args.config).map_err(|issues| report_issues(&args.config, &issues))?;
+    if args.check {
+        say(&format!(
+            "{}: valid ({} task{})",
+            args.config.display(),
+            config.tasks.len(),
+            if config.tasks.len() == 1 { "" } else { "s" }
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(args.log_format);
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|error| CliError::runtime(format!("cannot install the {name} handler: {error}")))
+    };
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut hangup = install(SignalKind::hangup(), "SIGHUP")?;
+
+    let url = args
+        .store
+        .clone()
+        .or_else(|| config.store.clone())
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    let base_id = args.worker_id.clone().or_else(|| config.worker_id.clone());
+    let client = reqwest::Client::builder()
+        .build()
+        .map_err(|error| CliError::runtime(format!("cannot create the HTTP client: {error}")))?;
+    // A signal while the store is still being reached (or migrated) ends the wait.
+    let mut generation = tokio::select! {
+        started = start(&config, &url, base_id.clone(), &client) => started?,
+        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+    };
+    tracing::info!(
+        worker = generation.scheduler.worker_id(),
+        store = %url,
+        tasks = config.tasks.len(),
+        config = %args.config.display(),
+        "fleetcron daemon running"
+    );
+    let mut reloads = 0u32;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = hangup.recv() => {
+                let new_config = match config::load(&args.config) {
+                    Ok(new_config) => new_config,
+                    Err(issues) => {
+                        for issue in &issues {
+                            tracing::error!(file = %args.config.display(), line = issue.line, column = issue.column,
+                                field = %issue.field, "{}", issue.message);
+                        }
+                        tracing::error!(problems = issues.len(), "reload refused: the file is invalid; the running configuration stays");
+                        continue;
+                    }
+                };
+                if args.store.is_none() && new_config.store.as_deref().unwrap_or(DEFAULT_STORE) != url {
+                    tracing::warn!(store = %url, "the file names another store; a reload keeps the current one (restart to switch)");
+                }
+                reloads += 1;
+                // Each generation is a distinct worker in the store, so leases never mix.
+                let id = base_id.as_ref().map(|id| format!("{id}.r{reloads}"));
+                match start(&new_config, &url, id, &client).await {
+                    Ok(next) => {
+                        let old = std::mem::replace(&mut generation, next);
+                        tracing::info!(worker = generation.scheduler.worker_id(), tasks = new_config.tasks.len(),
+                            "configuration reloaded; stopping the previous generation");
+                        if let Err(error) = old.stop().await {
+                            tracing::error!(%error, "the previous generation did not stop cleanly");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "reload failed; the running configuration stays");
+                    }
+                }
+            }
+            joined = &mut generation.handle => {
+                return match joined {
+                    Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+                    Ok(Err(SchedulerError::Store(error))) => Err(store_error(&url, &error)),
+                    Ok(Err(error)) => Err(CliError::runtime(error)),
+                    Err(error) => Err(CliError::runtime(error)),
+                };
+            }
+        }
+    }
+    generation.stop().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
