@@ -1240,7 +1240,8 @@ pub async fn graceful_shutdown_cancels_and_releases<B: Backend>(backend: &B) {
     );
 }
 
-/// Two workers registering different definitions under one id: the report shows the conflict.
+/// Two workers registering different definitions under one id: the newest registration wins and the
+/// report shows the other one as a conflict; slots still run once.
 pub async fn definition_conflict_is_reported<B: Backend>(backend: &B) {
     let (namespace, admin) = setup(backend).await;
     let recorder = Recorder::new();
@@ -1266,17 +1267,22 @@ pub async fn definition_conflict_is_reported<B: Backend>(backend: &B) {
         panic!("task must exist")
     };
     assert_eq!(
-        report.schedule, "* * * * * *",
-        "the first registration's definition is kept"
+        report.schedule, "*/2 * * * * *",
+        "the newest registration's definition is stored"
     );
     let conflict = report.definition_conflict.as_ref();
     assert!(
         conflict
-            .is_some_and(|conflict| conflict.worker == "new-build" && conflict.definition.schedule == "*/2 * * * * *"),
+            .is_some_and(|conflict| conflict.worker == "old-build" && conflict.definition.schedule == "* * * * * *"),
         "{report:?}"
     );
     tokio::time::sleep(Duration::from_millis(2200)).await;
     a.stop().await;
     b.stop().await;
     assert_eq!(recorder.duplicates(), vec![]);
+    let report = must(admin.get_task("shared-id").await, "report");
+    assert!(
+        report.is_some_and(|report| report.definition_conflict.is_some()),
+        "a live disagreeing worker keeps the conflict reported"
+    );
 }

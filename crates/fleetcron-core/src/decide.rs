@@ -17,6 +17,9 @@ use serde_json::Value;
 /// Most slots one decision accounts for; a longer gap is worked through in several mutations.
 pub const MAX_SLOTS_PER_DECISION: usize = 10_000;
 
+/// How long a definition conflict stays reported without new evidence of it (10 minutes).
+pub const CONFLICT_EVIDENCE_TTL_SECONDS: i64 = 600;
+
 /// Reason recorded for a slot skipped because the previous run was still running.
 pub const REASON_OVERLAP: &str = "overlap";
 /// Reason recorded for a slot skipped because the task was disabled.
@@ -382,6 +385,7 @@ impl<'a> Decision<'a> {
         };
         self.changed = true;
         self.state.high_water = latest;
+        self.note_definition(task);
         if !self.state.enabled {
             for candidate in &candidates {
                 self.record(
@@ -606,27 +610,55 @@ impl<'a> Decision<'a> {
         self.state.enabled = enabled;
     }
 
-    /// Registers this worker's definition: notes a conflict when it differs from the stored one.
+    /// Registers this worker's definition. The newest registration wins (a deploy or a reload takes
+    /// effect); when it replaces another worker's different definition, that one is kept as the
+    /// reported conflict. Returns whether the stored definition changed.
     pub fn register(&mut self, definition: &TaskDefinition) -> bool {
+        let me = self.config.worker.clone();
         if &self.state.definition == definition {
-            if self
-                .state
-                .conflict
-                .as_ref()
-                .is_some_and(|c| c.worker == self.config.worker)
-            {
-                self.state.conflict = None;
+            if self.state.registered_by.is_none() {
+                self.state.registered_by = Some(me);
                 self.changed = true;
             }
             return false;
         }
-        self.state.conflict = Some(DefinitionConflict {
-            worker: self.config.worker.clone(),
-            definition: definition.clone(),
-            seen_at: self.now,
-        });
+        let previous = std::mem::replace(&mut self.state.definition, definition.clone());
+        let previous_worker = self.state.registered_by.replace(me.clone());
+        // A worker changing its own definition (a restart with new code) is no conflict.
+        self.state.conflict = match previous_worker {
+            Some(worker) if worker != me => Some(DefinitionConflict {
+                worker,
+                definition: previous,
+                seen_at: self.now,
+            }),
+            _ => None,
+        };
         self.changed = true;
         true
+    }
+
+    /// Keeps the conflict report current from a claim's evidence: a worker claiming with a definition
+    /// other than the stored one is live and disagrees; a conflict with no evidence for
+    /// [`CONFLICT_EVIDENCE_TTL`] is over.
+    fn note_definition(&mut self, task: &ScheduledTask) {
+        let stored = &self.state.definition;
+        let same = stored.schedule == task.schedule().pattern()
+            && stored.timezone == task.schedule().timezone().name()
+            && stored.description == task.description();
+        if !same {
+            self.state.conflict = Some(DefinitionConflict {
+                worker: self.config.worker.clone(),
+                definition: task.definition(),
+                seen_at: self.now,
+            });
+        } else if self
+            .state
+            .conflict
+            .as_ref()
+            .is_some_and(|conflict| self.now - conflict.seen_at > Duration::seconds(CONFLICT_EVIDENCE_TTL_SECONDS))
+        {
+            self.state.conflict = None;
+        }
     }
 }
 
@@ -979,16 +1011,32 @@ mod tests {
     }
 
     #[test]
-    fn differing_definitions_are_noted() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(1), &config);
+    fn the_newest_definition_wins_and_the_other_is_reported() {
+        let first = config();
+        let mut decision = Decision::new(state(), at(1), &first);
         assert!(!decision.register(&default_task().definition()));
+        assert_eq!(decision.state.registered_by.as_deref(), Some("w1"));
         let mut other = default_task().definition();
         other.schedule = "*/2 * * * * *".to_owned();
+        // The same worker changing its own definition (a restart with new code): no conflict.
         assert!(decision.register(&other));
+        assert_eq!(decision.state.conflict, None);
+        let second = DecideConfig {
+            worker: "w2".to_owned(),
+            ..config()
+        };
+        let mut decision = Decision::new(decision.state, at(2), &second);
+        assert!(decision.register(&default_task().definition()));
+        assert_eq!(decision.state.definition.schedule, "* * * * * *");
+        let conflict = decision.state.conflict.clone().expect("w1's definition differs");
         assert_eq!(
-            decision.state.conflict.as_ref().map(|c| c.definition.schedule.as_str()),
-            Some("*/2 * * * * *")
+            (conflict.worker.as_str(), conflict.definition.schedule.as_str()),
+            ("w1", "*/2 * * * * *")
         );
+        // Claims by workers that agree clear the conflict once the evidence is old.
+        let later_at = at(2 + CONFLICT_EVIDENCE_TTL_SECONDS + 1);
+        let mut later = Decision::new(decision.state, later_at, &second);
+        later.claim_slot(&default_task(), later_at);
+        assert_eq!(later.state.conflict, None);
     }
 }

@@ -1002,7 +1002,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                         Some(state) => Decision::new(state.clone(), now, &config),
                         None => Decision::create(TaskState::new(definition.clone(), now), now, &config),
                     };
-                    let conflict = state.is_some() && decision.register(definition);
+                    let conflict = decision.register(definition) && decision.state.conflict.is_some();
                     let high_water = decision.state.high_water;
                     (decision.into_mutation().0, (Some(high_water), conflict))
                 })

@@ -259,9 +259,12 @@ pub struct DefinitionConflict {
 /// Everything the fleet shares about one task: one document, changed only atomically by the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
-    /// The stored definition (the first registration's).
+    /// The stored definition (the newest registration's).
     pub definition: TaskDefinition,
-    /// A differing definition seen from another worker, if any.
+    /// The worker that registered the stored definition.
+    #[serde(default)]
+    pub registered_by: Option<String>,
+    /// A differing definition seen recently from another worker, if any.
     pub conflict: Option<DefinitionConflict>,
     /// Whether slots run.
     pub enabled: bool,
@@ -286,6 +289,7 @@ impl TaskState {
     pub fn new(definition: TaskDefinition, now: Timestamp) -> Self {
         Self {
             definition,
+            registered_by: None,
             conflict: None,
             enabled: true,
             registered_at: now,
