@@ -8,7 +8,7 @@ async fn unknown_and_future_schemes_are_refused_clearly() {
         ("ftp://somewhere", "unknown store scheme"),
         ("no-scheme-at-all", "no scheme"),
         ("postgres://localhost/test", "not part of this build"),
-        ("redis://127.0.0.1", "not part of this build"),
+        ("mysql://root@127.0.0.1/test", "not part of this build"),
     ] {
         match DefaultSchedulerStrategy::connect(url).await {
             Err(StoreError::Config(message)) => assert!(message.contains(expected), "{url}: {message}"),
@@ -62,4 +62,78 @@ async fn named_memory_stores_are_shared_within_the_process() {
         private.get_task("shared").await.expect("query").is_none(),
         "memory:// is private"
     );
+}
+
+/// Connects to the test server at `env` (default `default`), or reports why not: a failure when
+/// `FLEETCRON_REQUIRE_SERVICES=1` (CI), a loud skip otherwise.
+async fn server(env: &str, default: &str, prefix: &str) -> Option<DefaultSchedulerStrategy> {
+    let base = std::env::var(env).unwrap_or_else(|_| default.to_owned());
+    let url = format!("{base}?prefix={prefix}");
+    match DefaultSchedulerStrategy::connect(&url).await {
+        Ok(strategy) => Some(strategy),
+        Err(error) if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") => {
+            panic!("{url} is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("\n*** SKIPPED: {url} is unreachable: {error}\n");
+            None
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn redis_urls_select_the_redis_backend() {
+    let prefix = format!("fc_facade_{}", uuid_like());
+    let Some(strategy) = server("FLEETCRON_TEST_REDIS_URL", "redis://127.0.0.1:6379", &prefix).await else {
+        return;
+    };
+    strategy.init("facade-test").await.expect("migrate");
+    let task = fleetcron::ScheduledTask::builder("facade.redis")
+        .schedule("0 0 1 1 *")
+        .handler(|_| async { Ok(serde_json::Value::Null) })
+        .build()
+        .expect("valid task");
+    strategy.register_task(task).await.expect("register");
+    let report = strategy
+        .get_task("facade.redis")
+        .await
+        .expect("query")
+        .expect("registered");
+    assert_eq!(report.schedule, "0 0 1 1 *");
+    let disabled = strategy
+        .update_task(UpdateScheduledTaskInput {
+            id: "facade.redis".into(),
+            enabled: Some(false),
+        })
+        .await
+        .expect("disable");
+    assert!(!disabled.enabled);
+    strategy.destroy().await.expect("destroy");
+    // Leave nothing behind on the shared server.
+    let url = std::env::var("FLEETCRON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url).expect("client");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .expect("delete");
+    }
 }
