@@ -22,6 +22,7 @@
 //! ```
 
 pub use fleetcron_core::*;
+pub use fleetcron_postgres::{PostgresOptions, PostgresStore, PostgresStrategy};
 pub use fleetcron_redis::{RedisOptions, RedisStore, RedisStrategy};
 pub use fleetcron_sqlite::{SqliteStore, SqliteStrategy};
 
@@ -29,7 +30,8 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// The strategy for a store URL: `sqlite://PATH`, `redis://HOST[:PORT][/DB][?prefix=NAME]`, `memory://`
+/// The strategy for a store URL: `sqlite://PATH`, `postgres://USER@HOST[:PORT]/DB[?schema=NAME]` (or
+/// `postgresql://`), `redis://HOST[:PORT][/DB][?prefix=NAME]`, `memory://`
 /// (private) or `memory://NAME` (shared by every strategy of this process that names it). Other schemes
 /// are refused with a clear error.
 #[derive(Clone)]
@@ -76,7 +78,7 @@ impl DefaultSchedulerStrategy {
     pub async fn connect_with(url: &str, config: EngineConfig) -> Result<Self, StoreError> {
         let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
             StoreError::Config(format!(
-                "store URL {url:?} has no scheme; use sqlite://PATH, redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                "store URL {url:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
             ))
         })?;
         let inner: Arc<dyn SchedulerStrategy> = match scheme {
@@ -85,18 +87,22 @@ impl DefaultSchedulerStrategy {
                 Arc::new(SqliteStrategy::with_config(Arc::new(store), config))
             }
             "memory" => Arc::new(MemoryStrategy::with_config(memory_store(rest)?, config)),
+            "postgres" | "postgresql" => {
+                let store = PostgresStore::connect(url).await?;
+                Arc::new(PostgresStrategy::with_config(Arc::new(store), config))
+            }
             "redis" | "rediss" => {
                 let store = RedisStore::connect(url).await?;
                 Arc::new(RedisStrategy::with_config(Arc::new(store), config))
             }
-            "postgres" | "postgresql" | "mysql" | "mariadb" => {
+            "mysql" | "mariadb" => {
                 return Err(StoreError::Config(format!(
-                    "the {scheme} backend is not part of this build yet; use sqlite://PATH, redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                    "the {scheme} backend is not part of this build yet; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
                 )))
             }
             other => {
                 return Err(StoreError::Config(format!(
-                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH, redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
                 )))
             }
         };
