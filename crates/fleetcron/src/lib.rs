@@ -22,6 +22,7 @@
 //! ```
 
 pub use fleetcron_core::*;
+pub use fleetcron_mysql::{MysqlOptions, MysqlStore, MysqlStrategy};
 pub use fleetcron_postgres::{PostgresOptions, PostgresStore, PostgresStrategy};
 pub use fleetcron_redis::{RedisOptions, RedisStore, RedisStrategy};
 pub use fleetcron_sqlite::{SqliteStore, SqliteStrategy};
@@ -31,7 +32,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// The strategy for a store URL: `sqlite://PATH`, `postgres://USER@HOST[:PORT]/DB[?schema=NAME]` (or
-/// `postgresql://`), `redis://HOST[:PORT][/DB][?prefix=NAME]`, `memory://`
+/// `postgresql://`), `mysql://USER@HOST[:PORT]/DATABASE[?table_prefix=NAME]` (or `mariadb://`),
+/// `redis://HOST[:PORT][/DB][?prefix=NAME]`, `memory://`
 /// (private) or `memory://NAME` (shared by every strategy of this process that names it). Other schemes
 /// are refused with a clear error.
 #[derive(Clone)]
@@ -78,7 +80,7 @@ impl DefaultSchedulerStrategy {
     pub async fn connect_with(url: &str, config: EngineConfig) -> Result<Self, StoreError> {
         let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
             StoreError::Config(format!(
-                "store URL {url:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                "store URL {url:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
             ))
         })?;
         let inner: Arc<dyn SchedulerStrategy> = match scheme {
@@ -96,13 +98,12 @@ impl DefaultSchedulerStrategy {
                 Arc::new(RedisStrategy::with_config(Arc::new(store), config))
             }
             "mysql" | "mariadb" => {
-                return Err(StoreError::Config(format!(
-                    "the {scheme} backend is not part of this build yet; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
-                )))
+                let store = MysqlStore::connect(url).await?;
+                Arc::new(MysqlStrategy::with_config(Arc::new(store), config))
             }
             other => {
                 return Err(StoreError::Config(format!(
-                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
                 )))
             }
         };

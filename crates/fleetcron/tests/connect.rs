@@ -7,7 +7,6 @@ async fn unknown_and_future_schemes_are_refused_clearly() {
     for (url, expected) in [
         ("ftp://somewhere", "unknown store scheme"),
         ("no-scheme-at-all", "no scheme"),
-        ("mysql://root@127.0.0.1/test", "not part of this build"),
     ] {
         match DefaultSchedulerStrategy::connect(url).await {
             Err(StoreError::Config(message)) => assert!(message.contains(expected), "{url}: {message}"),
@@ -178,5 +177,46 @@ async fn postgres_urls_select_the_postgres_backend() {
         .status();
     if !drop.is_ok_and(|status| status.success()) {
         eprintln!("note: could not drop test schema {schema}");
+    }
+}
+
+#[tokio::test]
+async fn mysql_urls_select_the_mysql_backend() {
+    let prefix = format!("fc_facade_{}_", std::process::id());
+    let base =
+        std::env::var("FLEETCRON_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = format!("{}?table_prefix={prefix}", base.replacen("mysql://", "mariadb://", 1));
+    let strategy = match DefaultSchedulerStrategy::connect(&url).await {
+        Ok(strategy) => strategy,
+        Err(error) if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") => {
+            panic!("{url} is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("\n*** SKIPPED: {url} is unreachable: {error}\n");
+            return;
+        }
+    };
+    strategy.init("facade-test").await.expect("migrate");
+    let task = fleetcron::ScheduledTask::builder("facade.mysql")
+        .schedule("0 0 1 1 *")
+        .handler(|_| async { Ok(serde_json::Value::Null) })
+        .build()
+        .expect("valid task");
+    strategy.register_task(task).await.expect("register");
+    let report = strategy
+        .get_task("facade.mysql")
+        .await
+        .expect("query")
+        .expect("registered");
+    assert_eq!(report.schedule, "0 0 1 1 *");
+    strategy.destroy().await.expect("destroy");
+    let dropped = std::process::Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-u", "root", "test", "-e"])
+        .arg(format!(
+            "DROP TABLE IF EXISTS {prefix}runs, {prefix}tasks, {prefix}schema"
+        ))
+        .status();
+    if !dropped.is_ok_and(|status| status.success()) {
+        eprintln!("note: could not drop the test tables {prefix}*");
     }
 }
