@@ -131,6 +131,44 @@ fn sighup_reload_adds_a_task_without_losing_or_repeating_a_slot() {
 fn three_daemons_one_killed_every_slot_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sqlite_url(&dir.path().join("fleet.db"));
+    three_daemons(dir, &url);
+}
+
+/// The same three daemons across machines' worth of connections to one PostgreSQL schema.
+#[test]
+fn three_daemons_on_postgres_one_killed_every_slot_once() {
+    let base = std::env::var("FLEETCRON_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("fc_fleet_{}", std::process::id());
+    if std::process::Command::new("pg_isready")
+        .args(["-d", base.as_str()])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
+            panic!("{base} is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable");
+        }
+        eprintln!("\n*** SKIPPED three_daemons_on_postgres_one_killed_every_slot_once: {base} is unreachable\n");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    three_daemons(dir, &format!("{base}?schema={schema}"));
+    let dropped = std::process::Command::new("psql")
+        .args([
+            base.as_str(),
+            "-qc",
+            &format!("SET client_min_messages = warning; DROP SCHEMA {schema} CASCADE"),
+        ])
+        .status();
+    if !dropped.is_ok_and(|status| status.success()) {
+        eprintln!("note: could not drop the test schema {schema}");
+    }
+}
+
+/// Three daemons on `url`, a command task every second appending its slot to a file; the second daemon
+/// is SIGKILLed after 6 slots. Every slot's line appears exactly once and the history agrees.
+fn three_daemons(dir: tempfile::TempDir, url: &str) {
+    let url = url.to_owned();
     let config = write_config(dir.path(), "f.toml", &config_text(&url, dir.path(), false));
     let mut daemons: Vec<Option<Daemon>> = ["fleet1", "fleet2", "fleet3"]
         .iter()

@@ -173,6 +173,39 @@ async fn four_workers_one_postgres_schema_kill_and_restart() {
     }
 }
 
+/// The same on Redis, under a key prefix of its own: claims are Lua scripts on the server's TIME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_one_redis_prefix_kill_and_restart() {
+    let base = std::env::var("FLEETCRON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("fc_mp_{}", std::process::id());
+    let url = format!("{base}?prefix={prefix}");
+    if let Err(error) = DefaultSchedulerStrategy::connect(&url).await {
+        if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
+            panic!("{url} is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable: {error}");
+        }
+        eprintln!("\n*** SKIPPED four_workers_one_redis_prefix_kill_and_restart: {url}: {error}\n");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    kill_and_restart(dir, &url).await;
+    // Leave nothing behind on the shared server.
+    let host = base
+        .trim_start_matches("redis://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let cleaned = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -h {host} --scan --pattern '*{prefix}*' | xargs -r redis-cli -h {host} del >/dev/null"
+        ))
+        .status();
+    if !cleaned.is_ok_and(|status| status.success()) {
+        eprintln!("note: could not delete the test keys *{prefix}*");
+    }
+}
+
 /// Four workers (one 3 s ahead, one 3 s behind) on `url` for 32 s; the holder of `hold`'s lease is
 /// SIGKILLed at 15 s and replaced; then the handlers' log and the history are checked.
 async fn kill_and_restart(dir: tempfile::TempDir, url: &str) {
