@@ -212,6 +212,14 @@ fn profile_tasks(profile: Profile, count: u32, journal: &Arc<Journal>) -> Result
                 "Every 2 s, holds its lease 1.5 s",
                 Behaviour::Sleep(ms(1500)),
             )?);
+            // Scheduled once a year: for manual triggers (trigger-to-start latency), never busy.
+            tasks.push(task(
+                journal,
+                "manual",
+                "0 0 1 1 *",
+                "Yearly; triggered by hand",
+                Behaviour::Sleep(ms(10)),
+            )?);
             Ok(tasks)
         }
     }
