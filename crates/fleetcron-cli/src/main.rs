@@ -15,6 +15,7 @@ mod lag;
 mod process;
 mod schedule_cmd;
 mod summary;
+mod torture;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ enum Command {
     /// Run several worker processes on an embedded SQLite store for a while, show which worker ran
     /// which slot, and check from the store's history and the handlers' log that each slot ran once.
     Demo(demo::DemoArgs),
+    /// Torture test: worker processes on one store under random kills, pauses, clock skew, cuts,
+    /// store restarts, triggers and enable/disable flips; then a check that every guarantee held.
+    Torture(torture::TortureArgs),
     /// One worker process (used by `fleetcron demo` and the multi-process tests).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -148,6 +152,10 @@ fn run(cli: Cli) -> CliResult {
             runtime()?.block_on(worker::run(args))
         }
         Command::Lag(args) => lag::run(args),
+        Command::Torture(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(torture::run(args))
+        }
         Command::Summary(args) => {
             init_tracing("warn");
             runtime()?.block_on(summary::run(args))

@@ -4,7 +4,7 @@
 use crate::CliError;
 use std::io::Write;
 use std::path::Path;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::oneshot;
 
 /// The events that end a process: SIGINT (Ctrl-C), SIGTERM and, when asked, the end of stdin (the
@@ -19,7 +19,8 @@ impl Shutdown {
     /// Installs the signal handlers now, so that a signal arriving before anyone waits is not lost.
     pub fn install(watch_stdin: bool) -> Result<Self, CliError> {
         let install = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|error| CliError::runtime(format!("cannot install the {name} handler: {error}")))
+            tokio::signal::unix::signal(kind)
+                .map_err(|error| CliError::runtime(format!("cannot install the {name} handler: {error}")))
         };
         let interrupt = install(SignalKind::interrupt(), "SIGINT")?;
         let terminate = install(SignalKind::terminate(), "SIGTERM")?;
@@ -64,14 +65,19 @@ impl Shutdown {
     }
 }
 
-/// Sends SIGTERM to these processes (through `kill(1)`: this crate forbids `unsafe`, hence no direct
-/// `kill(2)`).
+/// Sends SIGTERM to these processes.
 pub async fn sigterm(pids: &[u32]) -> Result<(), String> {
+    signal("TERM", pids).await
+}
+
+/// Sends the signal `name` (`TERM`, `STOP`, `CONT`, ...) to these processes, through `kill(1)`: this
+/// crate forbids `unsafe`, hence no direct `kill(2)`.
+pub async fn signal(name: &str, pids: &[u32]) -> Result<(), String> {
     if pids.is_empty() {
         return Ok(());
     }
     let status = tokio::process::Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{name}"))
         .args(pids.iter().map(u32::to_string))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -82,7 +88,7 @@ pub async fn sigterm(pids: &[u32]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("kill -TERM {pids:?} failed ({status})"))
+        Err(format!("kill -{name} {pids:?} failed ({status})"))
     }
 }
 

@@ -11,3 +11,4 @@ mod demo;
 mod fleet;
 mod multiprocess;
 mod schedule;
+mod torture;
