@@ -316,8 +316,25 @@ impl<S: Store> Engine<S> {
         &self,
         ids: &[String],
         retry_for: Option<Duration>,
-        mut f: F,
+        f: F,
     ) -> Result<(Timestamp, HashMap<String, T>), StoreError>
+    where
+        T: Send,
+        F: FnMut(Timestamp, &str, Option<&TaskState>) -> (Mutation, T) + Send,
+    {
+        let (now, results, _) = self.transact_with_floors(ids, None, retry_for, f).await?;
+        Ok((now, results))
+    }
+
+    /// [`Engine::transact`]; with `floors` (claims), through [`Store::mutate_claims`], which may leave out
+    /// tasks whose slots are already accounted for: their ids come back third.
+    async fn transact_with_floors<T, F>(
+        &self,
+        ids: &[String],
+        floors: Option<&[Timestamp]>,
+        retry_for: Option<Duration>,
+        mut f: F,
+    ) -> Result<(Timestamp, HashMap<String, T>, Vec<String>), StoreError>
     where
         T: Send,
         F: FnMut(Timestamp, &str, Option<&TaskState>) -> (Mutation, T) + Send,
@@ -332,10 +349,13 @@ impl<S: Store> Engine<S> {
                     results.insert(id.to_owned(), result);
                     mutation
                 };
-                self.store.mutate(ids, &mut decide).await
+                match floors {
+                    Some(floors) => self.store.mutate_claims(ids, floors, &mut decide).await,
+                    None => self.store.mutate(ids, &mut decide).await.map(|now| (now, Vec::new())),
+                }
             };
             match outcome {
-                Ok(now) => return Ok((now, results)),
+                Ok((now, left_out)) => return Ok((now, results, left_out)),
                 Err(error) if error.is_transient() => {
                     let give_up = match retry_for {
                         Some(limit) => started.elapsed() >= limit,
@@ -640,8 +660,18 @@ impl<S: Store> Engine<S> {
             }
             by_task.entry(id).or_default().push(request);
         }
+        // The earliest slot each task wants: a store may skip tasks already claimed up to there.
+        let floors: Vec<Timestamp> = ids
+            .iter()
+            .map(|id| {
+                by_task
+                    .get(id)
+                    .and_then(|requests| requests.iter().map(|request| request.slot).min())
+                    .unwrap_or(Timestamp::MIN_UTC)
+            })
+            .collect();
         let outcome = self
-            .transact(&ids, None, |now, id, state| {
+            .transact_with_floors(&ids, Some(&floors), None, |now, id, state| {
                 let requests = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
                 let Some(state) = state else {
                     return (Mutation::none(), None);
@@ -663,7 +693,13 @@ impl<S: Store> Engine<S> {
             })
             .await;
         match outcome {
-            Ok((_, mut results)) => {
+            Ok((_, mut results, left_out)) => {
+                for id in left_out {
+                    // Another worker claimed (or accounted for) every slot this one asked for.
+                    for request in by_task.remove(&id).unwrap_or_default() {
+                        let _ = request.reply.send(Ok((SlotOutcome::AlreadyAccounted, None)));
+                    }
+                }
                 for (id, requests) in by_task {
                     let Some(task) = requests.first().map(|request| request.task.clone()) else {
                         continue;

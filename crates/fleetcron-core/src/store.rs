@@ -60,6 +60,23 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the store time the decisions were made at.
     async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError>;
 
+    /// [`Store::mutate`] for claims: `floors[i]` is the earliest slot `ids[i]` wants claimed. A store may
+    /// leave out — neither read nor pass to `decide` — a stored task whose high-water mark
+    /// ([`TaskState::high_water`]) is at or after its floor: every slot it wants is then already accounted
+    /// for, and `decide` would change nothing. It must never leave out any other task (when in doubt, keep
+    /// it). This spares the workers that lose a race for an instant's slots from reading and decoding the
+    /// winner's documents. Returns the store time and the ids left out; the default leaves none out.
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        let _ = floors;
+        let now = self.mutate(ids, decide).await?;
+        Ok((now, Vec::new()))
+    }
+
     /// The states of these tasks (all tasks when `ids` is `None`), sorted by id, with the store's time.
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError>;
 

@@ -102,6 +102,10 @@ pub(crate) struct Statements {
     pub(crate) select_now: String,
     /// The store's now and the states of the tasks in `$3` (two arrays in one row, `NULL` when none).
     pub(crate) select_states_by_ids: String,
+    /// [`Self::select_states_by_ids`] for claims, with `$4` the floor slot of each id in `$3`: the ids and
+    /// states of tasks whose high-water mark is before their floor, then the ids of those at or after it
+    /// (already accounted for: neither sent nor decoded).
+    pub(crate) select_states_for_claims: String,
     /// The store's now and every state, by id.
     pub(crate) select_all_states: String,
     /// The idle poll: now, and the ids of tasks whose `attention_at` is at or before it, by id, at most
@@ -159,6 +163,17 @@ impl Statements {
             select_now: format!("SELECT {CLOCK}"),
             select_states_by_ids: format!(
                 "SELECT {CLOCK}, array_agg(id), array_agg(state::text) FROM {tasks} WHERE id = ANY($3::text[])"
+            ),
+            select_states_for_claims: format!(
+                "SELECT {CLOCK},
+                    array_agg(t.id) FILTER (WHERE NOT a.done),
+                    array_agg(t.state::text) FILTER (WHERE NOT a.done),
+                    array_agg(t.id) FILTER (WHERE a.done)
+                FROM {tasks} AS t
+                JOIN unnest($3::text[], $4::timestamptz[]) AS u (id, floor) ON t.id = u.id
+                CROSS JOIN LATERAL (
+                    SELECT COALESCE((t.state ->> 'high_water')::timestamptz >= u.floor, false) AS done
+                ) AS a"
             ),
             select_all_states: format!(
                 "SELECT {CLOCK}, array_agg(id ORDER BY id), array_agg(state::text ORDER BY id) FROM {tasks}"

@@ -503,7 +503,13 @@ impl PostgresStore {
         error
     }
 
-    async fn mutate_on(&self, conn: &mut Conn, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, Failure> {
+    async fn mutate_on(
+        &self,
+        conn: &mut Conn,
+        ids: &[String],
+        floors: Option<&[Timestamp]>,
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), Failure> {
         let keys = codec::lock_keys(ids);
         let begin = Statements::begin_and_lock(self.schema_key, &keys);
         conn.in_tx = true;
@@ -512,16 +518,34 @@ impl PostgresStore {
             .map_err(sql_failure("locking the tasks"))?;
         // A fresh snapshot, taken now that the locks are ours: every earlier mutation of these tasks has
         // committed. The clock is read in the same statement.
-        let (server_now, found_ids, found_states): (Timestamp, Option<Vec<String>>, Option<Vec<String>>) = timed(
-            self.io_timeout,
-            sqlx::query_as(&self.sql.select_states_by_ids)
-                .bind(self.clock_offset())
-                .bind(self.floor())
-                .bind(ids)
-                .fetch_one(&mut **conn),
-        )
-        .await
-        .map_err(sql_failure("reading task states"))?;
+        type Found = (Timestamp, Option<Vec<String>>, Option<Vec<String>>, Option<Vec<String>>);
+        let read: Result<Found, sqlx::Error> = match floors {
+            Some(floors) => {
+                timed(
+                    self.io_timeout,
+                    sqlx::query_as(&self.sql.select_states_for_claims)
+                        .bind(self.clock_offset())
+                        .bind(self.floor())
+                        .bind(ids)
+                        .bind(floors)
+                        .fetch_one(&mut **conn),
+                )
+                .await
+            }
+            None => timed(
+                self.io_timeout,
+                sqlx::query_as(&self.sql.select_states_by_ids)
+                    .bind(self.clock_offset())
+                    .bind(self.floor())
+                    .bind(ids)
+                    .fetch_one(&mut **conn),
+            )
+            .await
+            .map(|(now, ids, states)| (now, ids, states, None)),
+        };
+        let (server_now, found_ids, found_states, accounted) = read.map_err(sql_failure("reading task states"))?;
+        let left_out: Vec<String> = accounted.unwrap_or_default();
+        let skip: std::collections::HashSet<String> = left_out.iter().cloned().collect();
         let now = self.observe(server_now);
         let mut stored = HashMap::with_capacity(ids.len());
         for (id, text) in found_ids
@@ -540,7 +564,7 @@ impl PostgresStore {
         // Keyed by (task, run): of two updates of one run in a batch only the later one matters (each sets
         // every mutable column), and one statement must not update a row twice.
         let mut updates: HashMap<(String, String), UpdateRow> = HashMap::new();
-        for id in ids {
+        for id in ids.iter().filter(|id| !skip.contains(*id)) {
             let mutation = decide(now, id, stored.get(id));
             if let Some(state) = &mutation.state {
                 if stored.contains_key(id) {
@@ -567,7 +591,7 @@ impl PostgresStore {
                 .await
                 .map_err(sql_failure("ending a read-only mutation"))?;
             conn.in_tx = false;
-            return Ok(now);
+            return Ok((now, left_out));
         }
         if states.len() > 0 {
             let updated = timed(
@@ -633,7 +657,7 @@ impl PostgresStore {
             .await
             .map_err(sql_failure("committing a mutation"))?;
         conn.in_tx = false;
-        Ok(now)
+        Ok((now, left_out))
     }
 
     /// Names the history row a unique key refused (within the batch, or against a stored row); the
@@ -897,8 +921,31 @@ impl Store for PostgresStore {
             return self.now().await;
         }
         let mut conn = self.acquire("starting a mutation").await?;
-        match self.mutate_on(&mut conn, ids, decide).await {
-            Ok(now) => Ok(now),
+        match self.mutate_on(&mut conn, ids, None, decide).await {
+            Ok((now, _)) => Ok(now),
+            Err(failure) => Err(self.abandon(conn, failure).await),
+        }
+    }
+
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if ids.is_empty() {
+            return Ok((self.now().await?, Vec::new()));
+        }
+        if floors.len() != ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "mutate_claims: {} ids but {} floors",
+                ids.len(),
+                floors.len()
+            )));
+        }
+        let mut conn = self.acquire("starting a claim").await?;
+        match self.mutate_on(&mut conn, ids, Some(floors), decide).await {
+            Ok(outcome) => Ok(outcome),
             Err(failure) => Err(self.abandon(conn, failure).await),
         }
     }

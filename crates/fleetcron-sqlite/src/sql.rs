@@ -91,6 +91,15 @@ pub(crate) const SELECT_PACKED_STATES_BY_IDS: &str =
     FROM fleetcron_tasks
     WHERE id IN (SELECT value FROM json_each(?1))";
 
+/// For claims: a JSON array of the ids of tasks already accounted for. `?1` is a JSON array of
+/// `[id, floor]` pairs, `floor` the earliest wanted slot in epoch seconds rounded up; a task is accounted
+/// for when its high-water mark, rounded down to the second, is at or after it (so never wrongly: a
+/// mark that does not parse compares as NULL and keeps the task).
+pub(crate) const SELECT_ACCOUNTED_FOR_CLAIMS: &str = "SELECT json_group_array(t.id)
+    FROM json_each(?1) AS j
+    JOIN fleetcron_tasks AS t ON t.id = json_extract(j.value, '$[0]')
+    WHERE CAST(strftime('%s', json_extract(t.state, '$.high_water')) AS INTEGER) >= json_extract(j.value, '$[1]')";
+
 /// Every task state, sorted by id.
 pub(crate) const SELECT_ALL_STATES: &str = "SELECT id, state FROM fleetcron_tasks ORDER BY id";
 

@@ -281,6 +281,100 @@ impl SqliteStore {
         )))
     }
 
+    /// [`Store::mutate`], and with `floors` [`Store::mutate_claims`]: leaves out the tasks whose slots
+    /// are already accounted for and returns their ids.
+    async fn mutate_with_floors(
+        &self,
+        ids: &[String],
+        floors: Option<&[Timestamp]>,
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if ids.is_empty() {
+            return Ok((self.monotonic_now(), Vec::new()));
+        }
+        let mut tx = self.begin_immediate("starting a mutation").await?;
+        // Read the clock once the write lock is ours: a wait for the lock must not age the decisions.
+        let now = self.monotonic_now();
+        let left_out = match floors {
+            Some(floors) => self.accounted_for(&mut tx, ids, floors).await?,
+            None => Vec::new(),
+        };
+        let skip: HashSet<String> = left_out.iter().cloned().collect();
+        let wanted: Vec<String> = if skip.is_empty() {
+            ids.to_vec()
+        } else {
+            ids.iter().filter(|id| !skip.contains(*id)).cloned().collect()
+        };
+        let stored = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            self.states_of(&mut tx, &wanted, "reading task states").await?
+        };
+        let mut states = Vec::new();
+        let mut runs = Vec::new();
+        // Keyed by (task, run): of two updates of one run in a batch only the later one matters (each sets
+        // every mutable column), and one statement must not update a row twice.
+        let mut updates: HashMap<(String, String), UpdateRow> = HashMap::new();
+        for id in ids.iter().filter(|id| !skip.contains(*id)) {
+            let mutation = decide(now, id, stored.get(id));
+            if let Some(state) = &mutation.state {
+                states.push(StateRow::new(id, state, now)?);
+            }
+            for run in mutation.insert_runs {
+                runs.push(RunRow::new(run)?);
+            }
+            for update in mutation.update_runs {
+                let row = UpdateRow::new(id, update)?;
+                updates.insert((row.task_id.clone(), row.run_id.clone()), row);
+            }
+        }
+        let updates: Vec<UpdateRow> = updates.into_values().collect();
+
+        if states.is_empty() && runs.is_empty() && updates.is_empty() {
+            // Nothing to write: release the lock without a commit record.
+            tx.rollback()
+                .await
+                .map_err(|error| self.err("ending a read-only mutation", error))?;
+            return Ok((now, left_out));
+        }
+        // On any error `tx` is dropped here, which rolls the whole batch back.
+        self.write_batch(&mut tx, &states, &runs, &updates).await?;
+        tx.commit()
+            .await
+            .map_err(|error| self.err("committing a mutation", error))?;
+        Ok((now, left_out))
+    }
+
+    /// The ids among `ids` whose stored high-water mark is at or after their floor (rounded so that the
+    /// answer is never wrongly yes).
+    async fn accounted_for(
+        &self,
+        conn: &mut SqliteConnection,
+        ids: &[String],
+        floors: &[Timestamp],
+    ) -> Result<Vec<String>, StoreError> {
+        let pairs: Vec<(&str, i64)> = ids
+            .iter()
+            .zip(floors)
+            .map(|(id, floor)| {
+                let rounded_up = floor.timestamp() + i64::from(floor.timestamp_subsec_nanos() > 0);
+                (id.as_str(), rounded_up)
+            })
+            .collect();
+        let pairs = to_json(&pairs, "claim floors")?;
+        let accounted: Option<String> = sqlx::query_scalar(sql::SELECT_ACCOUNTED_FOR_CLAIMS)
+            .bind(pairs)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|error| self.err("reading claimed slots", error))?;
+        match accounted {
+            Some(text) => serde_json::from_str(&text).map_err(|error| {
+                StoreError::Corrupt(format!("SQLite database {}: claimed slots: {error}", self.label))
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Writes one batch of decisions inside the open transaction.
     async fn write_batch(
         &self,
@@ -486,47 +580,23 @@ impl Store for SqliteStore {
     }
 
     async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError> {
-        if ids.is_empty() {
-            return Ok(self.monotonic_now());
-        }
-        let mut tx = self.begin_immediate("starting a mutation").await?;
-        // Read the clock once the write lock is ours: a wait for the lock must not age the decisions.
-        let now = self.monotonic_now();
-        let stored = self.states_of(&mut tx, ids, "reading task states").await?;
+        self.mutate_with_floors(ids, None, decide).await.map(|(now, _)| now)
+    }
 
-        let mut states = Vec::new();
-        let mut runs = Vec::new();
-        // Keyed by (task, run): of two updates of one run in a batch only the later one matters (each sets
-        // every mutable column), and one statement must not update a row twice.
-        let mut updates: HashMap<(String, String), UpdateRow> = HashMap::new();
-        for id in ids {
-            let mutation = decide(now, id, stored.get(id));
-            if let Some(state) = &mutation.state {
-                states.push(StateRow::new(id, state, now)?);
-            }
-            for run in mutation.insert_runs {
-                runs.push(RunRow::new(run)?);
-            }
-            for update in mutation.update_runs {
-                let row = UpdateRow::new(id, update)?;
-                updates.insert((row.task_id.clone(), row.run_id.clone()), row);
-            }
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if floors.len() != ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "mutate_claims: {} ids but {} floors",
+                ids.len(),
+                floors.len()
+            )));
         }
-        let updates: Vec<UpdateRow> = updates.into_values().collect();
-
-        if states.is_empty() && runs.is_empty() && updates.is_empty() {
-            // Nothing to write: release the lock without a commit record.
-            tx.rollback()
-                .await
-                .map_err(|error| self.err("ending a read-only mutation", error))?;
-            return Ok(now);
-        }
-        // On any error `tx` is dropped here, which rolls the whole batch back.
-        self.write_batch(&mut tx, &states, &runs, &updates).await?;
-        tx.commit()
-            .await
-            .map_err(|error| self.err("committing a mutation", error))?;
-        Ok(now)
+        self.mutate_with_floors(ids, Some(floors), decide).await
     }
 
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError> {

@@ -883,3 +883,16 @@ async fn an_instant_postgresql_cannot_store_is_refused_not_retried() {
     }
     assert!(store.runs("t", &RunQuery::default()).await.expect("runs").len() <= 1);
 }
+
+/// Claims skip tasks already claimed up to their slot (their documents are neither sent nor decoded),
+/// and only those; the server compares the marks exactly.
+#[tokio::test]
+async fn claims_leave_out_tasks_already_accounted_for() {
+    require_server!("claims_leave_out_tasks_already_accounted_for");
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    let left_out = fleetcron_conformance::store_cases::claims_leave_out_only_accounted_tasks(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    assert_eq!(left_out, ["acc", "frac", "past"]);
+}

@@ -681,3 +681,16 @@ async fn a_corrupt_state_document_is_reported_as_corrupt() {
     let result = store.mutate(&["t".to_owned()], &mut |_, _, _| Mutation::none()).await;
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
 }
+
+/// Claims skip tasks already claimed up to their slot (read neither their documents nor decide them),
+/// and only those; marks are compared rounded to the second, so a mark 0.3 s past a fractional floor
+/// is kept (conservatively).
+#[tokio::test]
+async fn claims_leave_out_tasks_already_accounted_for() {
+    let db = test_db();
+    let store = store(&db.path).await;
+    let left_out = fleetcron_conformance::store_cases::claims_leave_out_only_accounted_tasks(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    assert_eq!(left_out, ["acc", "past"]);
+}

@@ -1,0 +1,107 @@
+//! Store-level cases: contracts of the [`Store`] trait itself, run by each store crate on its own store
+//! (the engine-level suite in [`crate::cases`] cannot see which rows a store reads).
+
+use fleetcron_core::{Mutation, Store, TaskDefinition, TaskState, Timestamp};
+use std::collections::BTreeSet;
+
+fn at(ms: i64) -> Timestamp {
+    // 2030-01-01T00:00:00Z plus `ms`.
+    Timestamp::from_timestamp_millis(1_893_456_000_000 + ms).unwrap_or_default()
+}
+
+fn state(id: &str, high_water: Timestamp) -> TaskState {
+    let definition = TaskDefinition {
+        id: id.to_owned(),
+        schedule: "* * * * * *".to_owned(),
+        timezone: "UTC".to_owned(),
+        description: format!("task {id}"),
+    };
+    let mut state = TaskState::new(definition, at(0));
+    state.high_water = high_water;
+    state
+}
+
+/// [`Store::mutate_claims`] may leave out a task only when its high-water mark is at or after the
+/// floor given for it; every other id (including one not stored) must reach `decide`, exactly once.
+/// Checked on marks and floors on and off whole seconds. Returns the sorted ids left out in the first
+/// call, where exactly `acc` (mark = floor) and `past` (mark a second past the floor) are eligible, so a
+/// store that implements the shortcut can assert it took it.
+pub async fn claims_leave_out_only_accounted_tasks(store: &dyn Store) -> Result<Vec<String>, String> {
+    store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
+    let marks = [
+        ("acc", at(10_000)),
+        ("past", at(11_000)),
+        ("half", at(10_500)),
+        ("behind", at(9_000)),
+        ("frac", at(10_500)),
+    ];
+    let ids: Vec<String> = marks.iter().map(|(id, _)| (*id).to_owned()).collect();
+    store
+        .mutate(&ids, &mut |_, id, _| {
+            let mark = marks
+                .iter()
+                .find(|(known, _)| *known == id)
+                .map_or(at(0), |(_, mark)| *mark);
+            Mutation {
+                state: Some(state(id, mark)),
+                ..Mutation::none()
+            }
+        })
+        .await
+        .map_err(|error| format!("seeding the states: {error}"))?;
+
+    let mut first = None;
+    for (round, floors_ms) in [
+        // acc: mark = floor; past: mark after; half: mark 0.5 s before the floor; behind: before;
+        // frac: mark 10.5 s, floor 10.2 s (eligible, but a store rounding to seconds may keep it);
+        // missing: never stored.
+        [10_000, 10_000, 11_000, 10_000, 10_200, 10_000],
+        // Floors a millisecond after each mark: nothing is eligible.
+        [10_001, 11_001, 10_501, 9_001, 10_501, 10_000],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut ids = ids.clone();
+        ids.push("missing".to_owned());
+        let floors: Vec<Timestamp> = floors_ms.iter().map(|ms| at(*ms)).collect();
+        let mut decided = Vec::new();
+        let (_, left_out) = store
+            .mutate_claims(&ids, &floors, &mut |_, id, stored| {
+                decided.push((id.to_owned(), stored.is_some()));
+                Mutation::none()
+            })
+            .await
+            .map_err(|error| format!("round {round}: mutate_claims: {error}"))?;
+        let decided_ids: BTreeSet<&str> = decided.iter().map(|(id, _)| id.as_str()).collect();
+        if decided_ids.len() != decided.len() {
+            return Err(format!("round {round}: decide called twice for an id: {decided:?}"));
+        }
+        let left: BTreeSet<&str> = left_out.iter().map(String::as_str).collect();
+        let eligible: BTreeSet<&str> = if round == 0 {
+            ["acc", "past", "frac"].into_iter().collect()
+        } else {
+            BTreeSet::new()
+        };
+        if let Some(wrong) = left.iter().find(|id| !eligible.contains(**id)) {
+            return Err(format!(
+                "round {round}: {wrong} was left out although its slot is not accounted for (left out: {left:?})"
+            ));
+        }
+        for id in &ids {
+            let seen = decided_ids.contains(id.as_str()) || left.contains(id.as_str());
+            if !seen || (decided_ids.contains(id.as_str()) && left.contains(id.as_str())) {
+                return Err(format!("round {round}: {id} must be either decided or left out, once"));
+            }
+        }
+        if decided.iter().any(|(id, stored)| id == "missing" && *stored) {
+            return Err(format!("round {round}: a task never stored was handed a state"));
+        }
+        if round == 0 {
+            let mut sorted: Vec<String> = left_out.clone();
+            sorted.sort();
+            first = Some(sorted);
+        }
+    }
+    Ok(first.unwrap_or_default())
+}
