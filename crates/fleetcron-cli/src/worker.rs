@@ -64,6 +64,13 @@ pub struct WorkerArgs {
           allow_negative_numbers = true,
           value_parser = clap::value_parser!(i64).range(-86_400_000..=86_400_000))]
     pub clock_skew_ms: i64,
+    /// Most claims (and completions) per store mutation.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub claim_batch: u32,
+    /// Most claim (and completion) mutations in flight at once (default: the store's preference).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub claim_parallelism: Option<u32>,
     /// Also shut down when stdin reaches its end (the parent holding the pipe is gone).
     #[arg(long)]
     pub watch_stdin: bool,
@@ -239,7 +246,12 @@ pub async fn run(args: WorkerArgs) -> CliResult {
     let config = EngineConfig::default()
         .lease(Duration::from_millis(args.lease_ms))
         .poll_interval(Duration::from_millis(args.poll_ms))
-        .shutdown_grace(Duration::from_millis(args.shutdown_grace_ms));
+        .shutdown_grace(Duration::from_millis(args.shutdown_grace_ms))
+        .claim_batch(args.claim_batch as usize);
+    let config = match args.claim_parallelism {
+        Some(parallelism) => config.claim_parallelism(parallelism as usize),
+        None => config,
+    };
     let strategy = DefaultSchedulerStrategy::connect_with(&args.store, config)
         .await
         .map_err(|error| CliError::runtime(format!("cannot open the store {}: {error}", args.store)))?;

@@ -116,6 +116,48 @@ pub async fn single_winner_per_slot<B: Backend>(backend: &B) {
     }
 }
 
+/// Many tasks due at one instant, split into small batches claimed four at a time by each of four
+/// workers that start at different places: still one run per slot, every slot accounted, none missed.
+pub async fn parallel_batches_claim_each_slot_once<B: Backend>(backend: &B) {
+    const TASKS: usize = 240;
+    let (namespace, admin) = setup(backend).await;
+    let recorder = Recorder::new();
+    let mut workers = Vec::new();
+    for index in 0..4 {
+        let recorder = recorder.clone();
+        let tasks = factory(move || {
+            (0..TASKS)
+                .map(|t| every_second(&format!("wide-{t:03}"), &recorder, Duration::from_millis(10)))
+                .collect()
+        });
+        let options = WorkerOptions {
+            config: crate::support::fast_config().claim_batch(70).claim_parallelism(4),
+            ..WorkerOptions::default()
+        };
+        workers.push(Worker::start(&format!("w{index}"), &namespace, tasks, options).await);
+    }
+    align_to_second().await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+    assert_eq!(recorder.duplicates(), vec![], "no slot may run twice");
+    let mut ran = 0;
+    for t in 0..TASKS {
+        let id = format!("wide-{t:03}");
+        let runs = history(&admin, &id).await;
+        let slots = assert_contiguous_once(&id, &runs);
+        assert!(slots >= 2, "task {id}: only {slots} slots accounted in 3 s");
+        assert_eq!(
+            count_status(&runs, RunStatus::Missed),
+            0,
+            "task {id}: a live fleet misses nothing"
+        );
+        ran += started_rows(&runs).len();
+    }
+    assert_eq!(ran, recorder.events().len(), "history and handler log disagree");
+}
+
 /// A worker stops and starts again (same id); no slot runs twice and none is missed.
 pub async fn no_slot_twice_after_restart<B: Backend>(backend: &B) {
     let (namespace, admin) = setup(backend).await;

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!(
             $backend;
             single_winner_per_slot,
+            parallel_batches_claim_each_slot_once,
             no_slot_twice_after_restart,
             every_slot_accounted_with_slow_handler,
             overlap_skip,

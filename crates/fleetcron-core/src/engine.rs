@@ -14,6 +14,7 @@ use crate::store::{Mutation, Store};
 use crate::strategy::{ExecuteOutcome, Registration, SchedulerStrategy};
 use crate::task::{Firing, ScheduledTask, TaskContext};
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,8 +47,13 @@ pub struct EngineConfig {
     pub max_result_bytes: usize,
     /// History retention, applied by the fleet's retention task.
     pub retention: Retention,
-    /// Most slot claims sent to the store in one mutation (default 1,000).
+    /// Most slot claims (and completions) sent to the store in one mutation (default 1,000).
     pub claim_batch: usize,
+    /// Most claim (and completion) mutations in flight at once (default: the store's preference, see
+    /// [`Store::preferred_parallelism`]). With several, a big instant is split evenly into that many
+    /// batches (of at least 64 claims) claimed concurrently, so the first handlers start before the last
+    /// batch commits.
+    pub claim_parallelism: Option<usize>,
     /// How long admin calls retry an unreachable store before failing (default 10 s).
     pub admin_retry_for: Duration,
 }
@@ -64,6 +70,7 @@ impl Default for EngineConfig {
             max_result_bytes: 64 * 1024,
             retention: Retention::default(),
             claim_batch: 1000,
+            claim_parallelism: None,
             admin_retry_for: Duration::from_secs(10),
         }
     }
@@ -112,12 +119,27 @@ impl EngineConfig {
         self
     }
 
+    /// Sets the largest batch of claims (or completions) per mutation (at least 1).
+    pub fn claim_batch(mut self, batch: usize) -> Self {
+        self.claim_batch = batch.max(1);
+        self
+    }
+
+    /// Sets how many claim (or completion) mutations may be in flight at once (at least 1).
+    pub fn claim_parallelism(mut self, parallelism: usize) -> Self {
+        self.claim_parallelism = Some(parallelism.max(1));
+        self
+    }
+
     fn heartbeat(&self) -> Duration {
         self.heartbeat_interval
             .unwrap_or(self.lease / 3)
             .max(Duration::from_millis(10))
     }
 }
+
+/// Smallest batch worth a mutation of its own when an instant is split over parallel mutations.
+const MIN_PARALLEL_BATCH: usize = 64;
 
 /// Why a local run was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -632,21 +654,38 @@ impl<S: Store> Engine<S> {
         Fut: std::future::Future<Output = ()>,
     {
         let limit = self.config.claim_batch.max(1);
+        let parallelism = self
+            .config
+            .claim_parallelism
+            .unwrap_or_else(|| self.store.preferred_parallelism())
+            .max(1);
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
+            if in_flight.len() >= parallelism {
+                let _ = in_flight.next().await;
+                continue;
+            }
             let first = tokio::select! {
-                request = receiver.recv() => match request { Some(request) => request, None => return },
-                () = self.stopping.cancelled(), if until_stopping => return,
+                request = receiver.recv() => match request { Some(request) => request, None => break },
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                () = self.stopping.cancelled(), if until_stopping => break,
             };
             tokio::task::yield_now().await;
+            // Split what is queued evenly over the batches that may run at once.
+            let queued = receiver.len() + 1;
+            let share = queued.div_ceil(parallelism).max(MIN_PARALLEL_BATCH);
+            let size = if parallelism > 1 { share.min(limit) } else { limit };
             let mut batch = vec![first];
-            while batch.len() < limit {
+            while batch.len() < size {
                 match receiver.try_recv() {
                     Ok(request) => batch.push(request),
                     Err(_) => break,
                 }
             }
-            handle(self.clone(), batch).await;
+            in_flight.push(handle(self.clone(), batch));
         }
+        // Let the mutations already sent finish: their callers are waiting for the answers.
+        while in_flight.next().await.is_some() {}
     }
 
     async fn claim_batch(self: &Arc<Self>, batch: Vec<ClaimRequest>) {

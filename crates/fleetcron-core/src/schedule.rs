@@ -7,28 +7,44 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// A parsed cron pattern bound to a time zone.
+/// A parsed cron pattern bound to a time zone. Cheap to clone: parsed schedules are shared, so 100,000
+/// tasks on a handful of patterns hold a handful of parsed patterns (croner's takes several KiB, mostly
+/// its year bitfield).
 #[derive(Clone)]
 pub struct Schedule {
+    parsed: Arc<Parsed>,
+}
+
+struct Parsed {
     pattern: String,
     timezone: Tz,
     cron: Cron,
 }
 
+/// Parsed schedules still in use, by (trimmed pattern, zone).
+type Interned = HashMap<(String, Tz), Weak<Parsed>>;
+
+fn interned() -> &'static Mutex<Interned> {
+    static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
+    INTERNED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Schedule")
-            .field("pattern", &self.pattern)
-            .field("timezone", &self.timezone.name())
+            .field("pattern", &self.parsed.pattern)
+            .field("timezone", &self.parsed.timezone.name())
             .finish()
     }
 }
 
 impl PartialEq for Schedule {
     fn eq(&self, other: &Self) -> bool {
-        self.pattern == other.pattern && self.timezone == other.timezone
+        self.parsed.pattern == other.parsed.pattern && self.parsed.timezone == other.parsed.timezone
     }
 }
 
@@ -42,6 +58,26 @@ impl Schedule {
     /// Parses `pattern` for an already parsed zone.
     pub fn with_zone(pattern: &str, timezone: Tz) -> Result<Self, ConfigError> {
         let trimmed = pattern.trim();
+        let key = (trimmed.to_owned(), timezone);
+        if let Some(parsed) = interned()
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).and_then(Weak::upgrade))
+        {
+            return Ok(Self { parsed });
+        }
+        let schedule = Self::parse_new(pattern, trimmed, timezone)?;
+        if let Ok(mut cache) = interned().lock() {
+            // Forget patterns nobody uses any more, now and then (amortised: when the map has doubled).
+            if cache.len() >= 1024 && cache.len().is_power_of_two() {
+                cache.retain(|_, parsed| parsed.strong_count() > 0);
+            }
+            cache.insert(key, Arc::downgrade(&schedule.parsed));
+        }
+        Ok(schedule)
+    }
+
+    fn parse_new(pattern: &str, trimmed: &str, timezone: Tz) -> Result<Self, ConfigError> {
         let fields = trimmed.split_whitespace().count();
         if !trimmed.starts_with('@') && !(5..=6).contains(&fields) {
             return Err(ConfigError::InvalidSchedule {
@@ -59,9 +95,11 @@ impl Schedule {
                 reason: error.to_string(),
             })?;
         let schedule = Self {
-            pattern: trimmed.to_owned(),
-            timezone,
-            cron,
+            parsed: Arc::new(Parsed {
+                pattern: trimmed.to_owned(),
+                timezone,
+                cron,
+            }),
         };
         // A pattern that parses but can never fire (30 February) is as useless as one that does not parse.
         if schedule.next_after(Utc::now()).is_none() {
@@ -75,18 +113,19 @@ impl Schedule {
 
     /// The pattern as written (trimmed).
     pub fn pattern(&self) -> &str {
-        &self.pattern
+        &self.parsed.pattern
     }
 
     /// The time zone the pattern is evaluated in.
     pub fn timezone(&self) -> Tz {
-        self.timezone
+        self.parsed.timezone
     }
 
     /// The first slot strictly after `instant`, or `None` when the pattern has no further match.
     pub fn next_after(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = instant.with_timezone(&self.timezone);
-        self.cron
+        let local = instant.with_timezone(&self.parsed.timezone);
+        self.parsed
+            .cron
             .find_next_occurrence(&local, false)
             .ok()
             .map(|next| next.with_timezone(&Utc))
@@ -94,8 +133,9 @@ impl Schedule {
 
     /// The last slot at or before `instant`, or `None` when the pattern never matched before it.
     pub fn latest_at_or_before(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = instant.with_timezone(&self.timezone);
-        self.cron
+        let local = instant.with_timezone(&self.parsed.timezone);
+        self.parsed
+            .cron
             .find_previous_occurrence(&local, true)
             .ok()
             .map(|previous| previous.with_timezone(&Utc))
@@ -135,7 +175,7 @@ impl Schedule {
 
     /// A human-readable description of the pattern (croner's `describe`).
     pub fn describe(&self) -> String {
-        self.cron.describe()
+        self.parsed.cron.describe()
     }
 }
 
@@ -155,6 +195,28 @@ mod tests {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
             .single()
             .expect("valid test instant")
+    }
+
+    #[test]
+    fn parsed_patterns_are_shared_and_compared_by_value() {
+        let a = Schedule::parse("*/7 * * * * *", "Europe/Paris").expect("valid");
+        let b = Schedule::parse("  */7 * * * * * ", "Europe/Paris").expect("valid");
+        let c = Schedule::parse("*/7 * * * * *", "UTC").expect("valid");
+        assert!(
+            Arc::ptr_eq(&a.parsed, &b.parsed),
+            "one parsed pattern per (pattern, zone)"
+        );
+        assert!(!Arc::ptr_eq(&a.parsed, &c.parsed));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(b.pattern(), "*/7 * * * * *");
+        // Once nobody holds it, a pattern is parsed afresh (and still equal).
+        drop((a, b));
+        let again = Schedule::parse("*/7 * * * * *", "Europe/Paris").expect("valid");
+        assert_eq!(again.pattern(), "*/7 * * * * *");
+        // Errors are not cached.
+        assert!(Schedule::parse("61 * * * *", "UTC").is_err());
+        assert!(Schedule::parse("61 * * * *", "UTC").is_err());
     }
 
     #[test]

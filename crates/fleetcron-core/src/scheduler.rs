@@ -290,6 +290,13 @@ impl Scheduler {
                 }
                 due.push((task, Firing::Scheduled { slot }));
             }
+            if due.len() > 1 {
+                // Workers start a big instant at different places, so with several claim batches in
+                // flight they claim different tasks at once instead of queueing on the same locks (the
+                // rest of each one's turn finds those tasks claimed and skips them cheaply).
+                let offset = rotation(&inner.worker_id, due.len());
+                due.rotate_left(offset);
+            }
             if !due.is_empty() {
                 let strategy = inner.strategy.clone();
                 firings.spawn(async move {
@@ -337,5 +344,34 @@ impl Scheduler {
     /// A task's history, newest first.
     pub async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
         self.inner.strategy.runs(id, query).await
+    }
+}
+
+/// Where this worker starts in a list of `len` due firings: a hash of its id (FNV-1a), so different
+/// workers start at different places and the same worker always at the same one.
+fn rotation(worker_id: &str, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in worker_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % len as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation;
+
+    #[test]
+    fn workers_start_an_instant_at_different_places() {
+        assert_eq!(rotation("w1", 0), 0);
+        assert_eq!(rotation("w1", 1), 0);
+        let starts: std::collections::HashSet<usize> = (0..8).map(|n| rotation(&format!("host:{n}"), 1000)).collect();
+        assert!(starts.len() >= 6, "{starts:?}");
+        assert!(starts.iter().all(|start| *start < 1000));
+        assert_eq!(rotation("w1", 1000), rotation("w1", 1000));
     }
 }

@@ -77,6 +77,13 @@ pub trait Store: Send + Sync + 'static {
         Ok((now, Vec::new()))
     }
 
+    /// How many claim (and completion) mutations a worker should keep in flight at once when many are
+    /// due together (default 1). A server that runs transactions on disjoint tasks in parallel gains
+    /// from several; a single-writer store does not.
+    fn preferred_parallelism(&self) -> usize {
+        1
+    }
+
     /// The states of these tasks (all tasks when `ids` is `None`), sorted by id, with the store's time.
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError>;
 

@@ -224,8 +224,14 @@ impl TaskContext {
 pub type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
 /// A registered unit of work: id, schedule, policies and handler. Build one with [`ScheduledTask::builder`].
+///
+/// Cheap to clone (the parts are shared): the scheduler and the strategy hold the same task.
 #[derive(Clone)]
 pub struct ScheduledTask {
+    inner: Arc<TaskParts>,
+}
+
+struct TaskParts {
     id: String,
     description: String,
     schedule: Schedule,
@@ -237,9 +243,9 @@ pub struct ScheduledTask {
 impl fmt::Debug for ScheduledTask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScheduledTask")
-            .field("id", &self.id)
-            .field("schedule", &self.schedule)
-            .field("policy", &self.policy)
+            .field("id", &self.inner.id)
+            .field("schedule", &self.inner.schedule)
+            .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
     }
 }
@@ -265,41 +271,41 @@ impl ScheduledTask {
 
     /// The task id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.inner.id
     }
 
     /// The description.
     pub fn description(&self) -> &str {
-        &self.description
+        &self.inner.description
     }
 
     /// The schedule.
     pub fn schedule(&self) -> &Schedule {
-        &self.schedule
+        &self.inner.schedule
     }
 
     /// The policies.
     pub fn policy(&self) -> &TaskPolicy {
-        &self.policy
+        &self.inner.policy
     }
 
     /// The parameters passed to every run.
     pub fn params(&self) -> &Value {
-        &self.params
+        &self.inner.params
     }
 
     /// The handler.
     pub fn handler(&self) -> &Handler {
-        &self.handler
+        &self.inner.handler
     }
 
     /// The definition stored and compared across workers.
     pub fn definition(&self) -> TaskDefinition {
         TaskDefinition {
-            id: self.id.clone(),
-            schedule: self.schedule.pattern().to_owned(),
-            timezone: self.schedule.timezone().name().to_owned(),
-            description: self.description.clone(),
+            id: self.inner.id.clone(),
+            schedule: self.inner.schedule.pattern().to_owned(),
+            timezone: self.inner.schedule.timezone().name().to_owned(),
+            description: self.inner.description.clone(),
         }
     }
 }
@@ -431,12 +437,14 @@ impl ScheduledTaskBuilder {
             field: "handler",
         })?;
         Ok(ScheduledTask {
-            id: self.id,
-            description: self.description,
-            schedule,
-            policy: self.policy,
-            params: self.params,
-            handler,
+            inner: Arc::new(TaskParts {
+                id: self.id,
+                description: self.description,
+                schedule,
+                policy: self.policy,
+                params: self.params,
+                handler,
+            }),
         })
     }
 }

@@ -927,6 +927,12 @@ impl Store for PostgresStore {
         }
     }
 
+    fn preferred_parallelism(&self) -> usize {
+        // Per-task locks: batches of one instant run in parallel on the server (measured with 4 workers
+        // x 1,000 tasks: start lag p50 54-63 -> 40 ms, p99 86 -> 72-75 ms).
+        4
+    }
+
     async fn mutate_claims(
         &self,
         ids: &[String],
