@@ -320,6 +320,7 @@ const ENGINE_KEYS: &[&str] = &[
     "cancel_grace",
     "max_result_bytes",
     "claim_batch",
+    "claim_parallelism",
     "admin_retry_for",
     "retention",
 ];
@@ -438,6 +439,11 @@ fn parse_engine(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>) -> Engine
             "claim_batch" => {
                 if let Some(n) = walker.integer(item, &field, 1, 100_000) {
                     config.claim_batch = usize::try_from(n).unwrap_or(1000);
+                }
+            }
+            "claim_parallelism" => {
+                if let Some(n) = walker.integer(item, &field, 1, 64) {
+                    config.claim_parallelism = usize::try_from(n).ok();
                 }
             }
             "retention" => {

@@ -33,6 +33,7 @@ const CASES: &[(&str, &str)] = &[
     ("[engine]\nleese = \"1s\"\n", "2:1: engine.leese: unknown key"),
     ("[engine]\nlease = \"2s\"\nheartbeat_interval = \"3s\"\n", "3:22: engine.heartbeat_interval: must be shorter than engine.lease"),
     ("[engine]\nretention = { keep_last = 0 }\n", "engine.retention.keep_last: 0 is out of range"),
+    ("[engine]\nclaim_parallelism = 0\n", "engine.claim_parallelism: 0 is out of range"),
     ("[[task]]\nschedule = \"* * * * *\"\nshell = \"true\"\n", "1:1: task[0].id: is required"),
     ("[[task]]\nid = \"has space\"\nschedule = \"* * * * *\"\nshell = \"true\"\n", "2:6: task[0].id: invalid task id \"has space\""),
     ("[[task]]\nid = \"t\"\nshell = \"true\"\n", "1:1: task[0].schedule: is required"),
