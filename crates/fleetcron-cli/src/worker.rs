@@ -68,7 +68,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub claim_batch: u32,
-    /// Most claim (and completion) mutations in flight at once (default: the store's preference).
+    /// Most claim mutations in flight at once (default: the store's preference).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub claim_parallelism: Option<u32>,
     /// Also shut down when stdin reaches its end (the parent holding the pipe is gone).

@@ -49,7 +49,7 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// Most slot claims (and completions) sent to the store in one mutation (default 1,000).
     pub claim_batch: usize,
-    /// Most claim (and completion) mutations in flight at once (default: the store's preference, see
+    /// Most claim mutations in flight at once (default: the store's preference, see
     /// [`Store::preferred_parallelism`]). With several, a big instant is split evenly into that many
     /// batches (of at least 64 claims) claimed concurrently, so the first handlers start before the last
     /// batch commits.
@@ -125,7 +125,7 @@ impl EngineConfig {
         self
     }
 
-    /// Sets how many claim (or completion) mutations may be in flight at once (at least 1).
+    /// Sets how many claim mutations may be in flight at once (at least 1).
     pub fn claim_parallelism(mut self, parallelism: usize) -> Self {
         self.claim_parallelism = Some(parallelism.max(1));
         self
@@ -648,17 +648,14 @@ impl<S: Store> Engine<S> {
         self: Arc<Self>,
         mut receiver: mpsc::UnboundedReceiver<R>,
         until_stopping: bool,
+        parallelism: usize,
         handle: F,
     ) where
         F: Fn(Arc<Self>, Vec<R>) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let limit = self.config.claim_batch.max(1);
-        let parallelism = self
-            .config
-            .claim_parallelism
-            .unwrap_or_else(|| self.store.preferred_parallelism())
-            .max(1);
+        let parallelism = parallelism.max(1);
         let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
             if in_flight.len() >= parallelism {
@@ -982,9 +979,16 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
         let mut starters = engine.starters.lock().map_err(|_| SchedulerError::NotRunning)?;
         let mut servants = engine.servants.lock().map_err(|_| SchedulerError::NotRunning)?;
         if let Some(receiver) = claims {
+            // Claims of a big instant go out in parallel batches; completions, whose latency nobody
+            // waits for, in one batch at a time (fewer, larger transactions).
+            let parallelism = engine
+                .config
+                .claim_parallelism
+                .unwrap_or_else(|| engine.store.preferred_parallelism());
             starters.push(tokio::spawn(engine.clone().batch_loop(
                 receiver,
                 true,
+                parallelism,
                 |engine, batch| async move {
                     engine.claim_batch(batch).await;
                 },
@@ -995,6 +999,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             servants.push(tokio::spawn(engine.clone().batch_loop(
                 receiver,
                 false,
+                1,
                 |engine, batch| async move {
                     engine.finish_batch(batch).await;
                 },

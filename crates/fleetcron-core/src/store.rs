@@ -77,7 +77,7 @@ pub trait Store: Send + Sync + 'static {
         Ok((now, Vec::new()))
     }
 
-    /// How many claim (and completion) mutations a worker should keep in flight at once when many are
+    /// How many claim mutations a worker should keep in flight at once when many are
     /// due together (default 1). A server that runs transactions on disjoint tasks in parallel gains
     /// from several; a single-writer store does not.
     fn preferred_parallelism(&self) -> usize {
