@@ -4,9 +4,13 @@ use crate::*;
 use fleetcron_core::{MemoryStore, OffsetClock, Retention, RunQuery, SharedClock, StoreError};
 use serde_json::json;
 
-/// Options whose store clock reads `at` now (and then advances at the real rate).
+/// Options whose store clock reads `at` now (and then advances at the real rate), give or take the
+/// server's clock resolution: Redis can answer `TIME` from a time it cached up to about a millisecond
+/// earlier than this process's `Utc::now()`, so the clock is set 2 ms later than `at` and a server read a
+/// moment later is never before `at`.
 fn starting_at(ns: &Namespace, at: Timestamp) -> RedisOptions {
-    ns.options().with_clock_offset(at - Utc::now())
+    ns.options()
+        .with_clock_offset(at + Duration::milliseconds(2) - Utc::now())
 }
 
 async fn run_ids<S: Store>(store: &S, task: &str) -> Vec<String> {
