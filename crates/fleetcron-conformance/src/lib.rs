@@ -16,6 +16,7 @@ pub mod cases;
 pub mod memory;
 pub mod proxy;
 pub mod store_cases;
+pub mod store_fixtures;
 pub mod support;
 
 use fleetcron_core::{EngineConfig, SchedulerStrategy, SharedClock};
