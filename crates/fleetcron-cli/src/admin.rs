@@ -259,7 +259,15 @@ fn run_rows(runs: &[RunRecord]) -> Vec<Vec<String>> {
             vec![
                 run.run_id.clone(),
                 run.kind.as_str().to_owned(),
-                time(run.slot),
+                match (run.slot_until, run.slot_count) {
+                    (Some(until), count) => format!(
+                        "{} … {} ({} slots)",
+                        time(run.slot),
+                        time(Some(until)),
+                        count.unwrap_or_default()
+                    ),
+                    (None, _) => time(run.slot),
+                },
                 run.attempt.to_string(),
                 run.fence.to_string(),
                 run.worker.clone().unwrap_or_else(|| "-".to_owned()),

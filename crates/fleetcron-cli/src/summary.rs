@@ -211,9 +211,16 @@ fn check_task(
 ) -> TaskCheck {
     let mut rows: BTreeMap<DateTime<Utc>, Vec<&RunRecord>> = BTreeMap::new();
     for run in runs.iter().filter(|run| run.kind != RunKind::Manual) {
-        match run.slot {
-            Some(slot) => rows.entry(slot).or_default().push(run),
-            None => problems.push(format!(
+        match (run.slot, run.slot_until) {
+            // A range row accounts for every slot of the schedule from its slot to its last.
+            (Some(slot), Some(until)) => {
+                let before = slot - chrono::Duration::milliseconds(1);
+                for covered in schedule.slots_between(before, until, MAX_SLOTS_PER_TASK) {
+                    rows.entry(covered).or_default().push(run);
+                }
+            }
+            (Some(slot), None) => rows.entry(slot).or_default().push(run),
+            (None, _) => problems.push(format!(
                 "{id}: history row {} of kind {} has no slot",
                 run.run_id,
                 run.kind.as_str()
@@ -493,6 +500,8 @@ mod tests {
             task_id: "t".to_owned(),
             kind: RunKind::Scheduled,
             slot: Some(at(second)),
+            slot_until: None,
+            slot_count: None,
             attempt: 1,
             fence: 1,
             worker: Some("w".to_owned()),

@@ -657,15 +657,17 @@ pub async fn stale_completion_rejected_by_fence<B: Backend>(backend: &B) {
             ]
         })
     };
-    // The paused worker: its lease is 1 s but it renews only every 3 s, like a process stopped for 3 s.
-    let mut paused = WorkerOptions::default();
-    paused.config.lease = Duration::from_secs(1);
-    paused.config.heartbeat_interval = Some(Duration::from_secs(3));
+    // The paused worker: stopped for 3 s (its lease is 1.5 s) while both handlers run, like SIGSTOP.
+    let paused = WorkerOptions {
+        pausable: true,
+        ..WorkerOptions::default()
+    };
     let stale = Worker::start("paused", &namespace, make.clone(), paused).await;
     for id in ["stale-writer", "stale-listener"] {
         must(admin.trigger_task(id).await, "trigger");
     }
     assert!(eventually(Duration::from_secs(3), || async { recorder.events().len() == 2 }).await);
+    stale.pause(Duration::from_secs(3));
     let reaper = Worker::start("reaper", &namespace, make, WorkerOptions::default()).await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
     for id in ["stale-writer", "stale-listener"] {
@@ -1224,6 +1226,48 @@ pub async fn oversized_result_is_bounded<B: Backend>(backend: &B) {
         Some(json!(true)),
         "{runs:?}"
     );
+    worker.stop().await;
+}
+
+/// A handler that fails with megabytes of error text (a command's whole output) is recorded `failed`
+/// with a bounded error that keeps its beginning and its end — never an oversized row that the store
+/// refuses and that leaves the run to be reaped as `abandoned`.
+pub async fn oversized_error_is_bounded<B: Backend>(backend: &B) {
+    let (namespace, admin) = setup(backend).await;
+    let recorder = Recorder::new();
+    let make = {
+        let recorder = recorder.clone();
+        factory(move || {
+            vec![manual_task("loud-failure", &recorder, |_| async {
+                // More than MariaDB's default max_allowed_packet (16 MiB) on its own.
+                let text = format!("FIRST-LINE {} LAST-LINE", "y".repeat(20 * 1024 * 1024));
+                Err::<serde_json::Value, _>(TaskError::new(text))
+            })]
+        })
+    };
+    let worker = Worker::start("w", &namespace, make, WorkerOptions::default()).await;
+    must(admin.trigger_task("loud-failure").await, "trigger");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count_status(&history(&admin, "loud-failure").await, RunStatus::Failed) == 1
+        })
+        .await,
+        "{:?}",
+        history(&admin, "loud-failure")
+            .await
+            .iter()
+            .map(|run| run.status)
+            .collect::<Vec<_>>()
+    );
+    let runs = history(&admin, "loud-failure").await;
+    let error = runs[0].error.clone().unwrap_or_default();
+    let limit = WorkerOptions::default().config.max_result_bytes;
+    assert!(error.len() <= limit, "{} bytes kept of a limit of {limit}", error.len());
+    assert!(error.starts_with("FIRST-LINE"), "the beginning is kept");
+    assert!(error.ends_with("LAST-LINE"), "the end is kept");
+    assert!(error.contains("bytes omitted"), "the cut is said");
+    let report = must(admin.get_task("loud-failure").await, "report");
+    assert!(report.is_some_and(|report| report.last_error.is_some_and(|last| last.len() <= limit)));
     worker.stop().await;
 }
 

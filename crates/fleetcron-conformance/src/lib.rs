@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             dst_gap_day,
             dst_overlap_day,
             oversized_result_is_bounded,
+            oversized_error_is_bounded,
             graceful_shutdown_cancels_and_releases,
             definition_conflict_is_reported
         );

@@ -105,3 +105,79 @@ pub async fn claims_leave_out_only_accounted_tasks(store: &dyn Store) -> Result<
     }
     Ok(first.unwrap_or_default())
 }
+
+/// Enabling a per-second task that was disabled for 30 days accounts for all 2,592,000 slots as
+/// skipped (`disabled`) in bounded work: one range row, one transaction, well under a second — never a
+/// row per slot (which on a server hits the statement timeout on every retry, so the task could never
+/// be enabled again). Returns how long the enabling mutation took.
+pub async fn enabling_after_a_long_disable_is_bounded(store: &dyn Store) -> Result<std::time::Duration, String> {
+    use fleetcron_core::decide::{DecideConfig, Decision, REASON_DISABLED};
+    use fleetcron_core::{RunQuery, RunStatus};
+    store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
+    let now = store.now().await.map_err(|error| format!("now: {error}"))?;
+    let thirty_days = chrono::Duration::days(30);
+    let id = "long-disabled".to_owned();
+    let config = DecideConfig {
+        worker: "w1".to_owned(),
+        lease: chrono::Duration::seconds(30),
+        misfire_threshold: chrono::Duration::seconds(60),
+    };
+    // Disabled since 30 days ago, a whole second so the count is exact.
+    let since = Timestamp::from_timestamp(now.timestamp() - thirty_days.num_seconds(), 0).unwrap_or(now);
+    store
+        .mutate(std::slice::from_ref(&id), &mut |_, id, _| {
+            let mut seeded = state(id, since);
+            seeded.registered_at = since;
+            seeded.enabled = false;
+            Mutation {
+                state: Some(seeded),
+                ..Mutation::none()
+            }
+        })
+        .await
+        .map_err(|error| format!("seeding the disabled task: {error}"))?;
+    let started = std::time::Instant::now();
+    let mut enabled_at = None;
+    store
+        .mutate(std::slice::from_ref(&id), &mut |now, _, stored| {
+            let Some(stored) = stored else {
+                return Mutation::none();
+            };
+            enabled_at = Some(now);
+            let mut decision = Decision::new(stored.clone(), now, &config);
+            decision.set_enabled(true);
+            decision.into_mutation().0
+        })
+        .await
+        .map_err(|error| format!("enabling: {error}"))?;
+    let elapsed = started.elapsed();
+    let enabled_at = enabled_at.ok_or("the stored task did not reach decide")?;
+    let runs = store
+        .runs(&id, &RunQuery::default())
+        .await
+        .map_err(|error| format!("reading the history: {error}"))?;
+    let [row] = runs.as_slice() else {
+        return Err(format!("expected one range row, found {} rows", runs.len()));
+    };
+    let expected_count = (enabled_at.timestamp() - since.timestamp()) as u64;
+    let first = since + chrono::Duration::seconds(1);
+    let last = Timestamp::from_timestamp(enabled_at.timestamp(), 0).unwrap_or(enabled_at);
+    if row.status != RunStatus::Skipped
+        || row.reason.as_deref() != Some(REASON_DISABLED)
+        || row.slot != Some(first)
+        || row.slot_until != Some(last)
+        || row.slot_count != Some(expected_count)
+    {
+        return Err(format!(
+            "expected one skipped (disabled) row for {first} … {last} ({expected_count} slots), found {row:?}"
+        ));
+    }
+    let (_, states) = store
+        .load(Some(std::slice::from_ref(&id)))
+        .await
+        .map_err(|error| format!("load: {error}"))?;
+    match states.first() {
+        Some(state) if state.enabled && state.high_water >= last => Ok(elapsed),
+        other => Err(format!("the task is not enabled with its mark advanced: {other:?}")),
+    }
+}

@@ -76,6 +76,8 @@ pub fn run(task_id: &str, run_id: &str, slot_ms: Option<i64>, attempt: u32, stat
             RunKind::Manual
         },
         slot: slot_ms.map(|offset| epoch() + ms(offset)),
+        slot_until: None,
+        slot_count: None,
         attempt,
         fence: 1,
         worker: Some("w1".to_owned()),

@@ -131,6 +131,7 @@ pub struct Worker {
     kill: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     scheduler: Arc<Mutex<Option<Scheduler>>>,
+    runtime: Arc<Mutex<Option<tokio::runtime::Handle>>>,
 }
 
 /// Options of a worker.
@@ -140,6 +141,9 @@ pub struct WorkerOptions {
     pub config: EngineConfig,
     /// The worker's clock (for skew tests); `None` = system clock.
     pub clock: Option<SharedClock>,
+    /// Runs the worker on a single-threaded runtime, so [`Worker::pause`] can stop all of it at once,
+    /// the way SIGSTOP stops a process.
+    pub pausable: bool,
 }
 
 impl Default for WorkerOptions {
@@ -147,6 +151,7 @@ impl Default for WorkerOptions {
         Self {
             config: fast_config(),
             clock: None,
+            pausable: false,
         }
     }
 }
@@ -166,15 +171,24 @@ impl Worker {
         let namespace = namespace.clone();
         let worker_id = id.to_owned();
         let slot = scheduler_slot.clone();
+        let runtime_slot: Arc<Mutex<Option<tokio::runtime::Handle>>> = Arc::new(Mutex::new(None));
+        let handle_slot = runtime_slot.clone();
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let built = if options.pausable {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            };
+            let runtime = match built {
                 Ok(runtime) => runtime,
                 Err(error) => panic!("worker runtime: {error}"),
             };
+            if let Ok(mut slot) = handle_slot.lock() {
+                *slot = Some(runtime.handle().clone());
+            }
             runtime.block_on(async move {
                 let strategy = namespace.strategy(options.config.clone()).await;
                 let mut builder = Scheduler::builder()
@@ -226,6 +240,20 @@ impl Worker {
             kill: Some(kill_sender),
             thread: Some(thread),
             scheduler: scheduler_slot,
+            runtime: runtime_slot,
+        }
+    }
+
+    /// Freezes the whole worker for `duration`, like SIGSTOP then SIGCONT: no timer, heartbeat,
+    /// completion or handler of it runs meanwhile. Needs [`WorkerOptions::pausable`]. Returns at once.
+    pub fn pause(&self, duration: Duration) {
+        let handle = self.runtime.lock().ok().and_then(|handle| handle.clone());
+        match handle {
+            // On a single-threaded runtime, a task that blocks its thread blocks everything.
+            Some(handle) => {
+                handle.spawn(async move { std::thread::sleep(duration) });
+            }
+            None => panic!("worker {} has no runtime to pause", self.id),
         }
     }
 

@@ -14,8 +14,10 @@ use crate::task::{CatchUp, OnAbandon, Overlap, ScheduledTask, TaskDefinition, Ta
 use chrono::Duration;
 use serde_json::Value;
 
-/// Most slots one decision accounts for; a longer gap is worked through in several mutations.
-pub const MAX_SLOTS_PER_DECISION: usize = 10_000;
+/// Most skipped or missed slots of one gap written as a row each; a longer gap is one range row
+/// ([`RunRecord::slot_until`], [`RunRecord::slot_count`]), so the rows one decision writes are bounded
+/// however long a task was disabled or unclaimed.
+pub const MAX_SINGLE_ROWS: u64 = 16;
 
 /// How long a definition conflict stays reported without new evidence of it (10 minutes).
 pub const CONFLICT_EVIDENCE_TTL_SECONDS: i64 = 600;
@@ -53,8 +55,6 @@ pub enum SlotOutcome {
     Buffered,
     /// Recorded as missed.
     Missed,
-    /// A long gap was partly accounted for; call again for the rest.
-    Progress,
 }
 
 /// Why a trigger was refused.
@@ -131,6 +131,14 @@ impl<'a> Decision<'a> {
         (mutation, self.started, self.ended)
     }
 
+    /// When a lease taken or renewed now expires. Checked arithmetic: the engine validates the lease
+    /// (at most a day), and a value that slipped past saturates instead of panicking a worker's loop.
+    fn lease_until(&self) -> Timestamp {
+        self.now
+            .checked_add_signed(self.config.lease)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    }
+
     fn new_run_id() -> String {
         uuid::Uuid::now_v7().to_string()
     }
@@ -161,7 +169,7 @@ impl<'a> Decision<'a> {
             attempt,
             trigger_id: trigger_id.clone(),
             started_at: self.now,
-            lease_until: self.now + self.config.lease,
+            lease_until: self.lease_until(),
         };
         if has_pending_row {
             self.updates.push(RunUpdate {
@@ -182,6 +190,8 @@ impl<'a> Decision<'a> {
                 task_id: self.state.definition.id.clone(),
                 kind,
                 slot,
+                slot_until: None,
+                slot_count: None,
                 attempt,
                 fence: lease.fence,
                 worker: Some(self.config.worker.clone()),
@@ -217,6 +227,8 @@ impl<'a> Decision<'a> {
             task_id: self.state.definition.id.clone(),
             kind,
             slot,
+            slot_until: None,
+            slot_count: None,
             attempt,
             fence: self.state.fence,
             worker: Some(self.config.worker.clone()),
@@ -259,6 +271,8 @@ impl<'a> Decision<'a> {
             task_id: self.state.definition.id.clone(),
             kind,
             slot,
+            slot_until: None,
+            slot_count: None,
             attempt: 1,
             fence: self.state.fence,
             worker: Some(self.config.worker.clone()),
@@ -366,7 +380,9 @@ impl<'a> Decision<'a> {
     }
 
     /// Claims the slot `slot` of `task` for this worker, accounting for every earlier slot since the
-    /// high-water mark under the catch-up policy, and applying the overlap policy.
+    /// high-water mark under the catch-up policy, and applying the overlap policy. However long the gap,
+    /// the work is bounded: runs of more than [`MAX_SINGLE_ROWS`] skipped or missed slots are one range
+    /// row, and counting them costs a few steps per day of the gap.
     pub fn claim_slot(&mut self, task: &ScheduledTask, slot: Timestamp) -> SlotOutcome {
         if slot > self.now {
             return SlotOutcome::NotDue(slot - self.now);
@@ -376,77 +392,107 @@ impl<'a> Decision<'a> {
         }
         let policy = task.policy();
         self.reap_expired(policy);
-        let candidates = task
-            .schedule()
-            .slots_between(self.state.high_water, slot, MAX_SLOTS_PER_DECISION);
-        let Some(&latest) = candidates.last() else {
-            // `slot` is not a slot of this schedule (another worker's definition differs): nothing to do.
+        let schedule = task.schedule();
+        let previous_mark = self.state.high_water;
+        let Some(latest) = schedule
+            .latest_at_or_before(slot)
+            .filter(|latest| *latest > previous_mark)
+        else {
+            // No slot of this schedule in (mark, slot] (another worker's definition differs): nothing to do.
             return SlotOutcome::AlreadyAccounted;
         };
         self.changed = true;
         self.state.high_water = latest;
         self.note_definition(task);
         if !self.state.enabled {
-            for candidate in &candidates {
-                self.record(
-                    RunKind::Scheduled,
-                    Some(*candidate),
-                    None,
-                    RunStatus::Skipped,
-                    REASON_DISABLED,
-                );
-            }
-            return if latest < slot {
-                SlotOutcome::Progress
-            } else {
-                SlotOutcome::Skipped(REASON_DISABLED)
-            };
+            self.account(schedule, previous_mark, latest, RunStatus::Skipped, REASON_DISABLED);
+            return SlotOutcome::Skipped(REASON_DISABLED);
         }
         let on_time = latest == slot && self.now - latest <= self.config.misfire_threshold;
-        let late = if on_time {
-            &candidates[..candidates.len() - 1]
+        // The newest slot that is late (everything in (mark, newest_late] is late).
+        let newest_late = if on_time {
+            earlier_slot(schedule, latest).filter(|earlier| *earlier > previous_mark)
         } else {
-            &candidates[..]
+            Some(latest)
         };
-        let age_ok = |candidate: &Timestamp, within: std::time::Duration| {
-            Duration::from_std(within).is_ok_and(|within| self.now - *candidate <= within)
+        let age_ok = |candidate: Timestamp, within: std::time::Duration| {
+            Duration::from_std(within).is_ok_and(|within| self.now - candidate <= within)
         };
+        // The late slots to run after all: the newest ones, walked backwards (bounded by the policy).
         let mut to_run: Vec<(Timestamp, RunKind)> = Vec::new();
-        let mut missed: Vec<Timestamp> = Vec::new();
-        match policy.catch_up {
-            CatchUp::Skip => missed.extend_from_slice(late),
-            CatchUp::Latest { within } => match late.split_last() {
-                Some((newest, older)) if !on_time && age_ok(newest, within) => {
-                    missed.extend_from_slice(older);
-                    to_run.push((*newest, RunKind::CatchUp));
+        match (policy.catch_up, newest_late) {
+            (CatchUp::Latest { within }, Some(newest)) if !on_time && age_ok(newest, within) => {
+                to_run.push((newest, RunKind::CatchUp));
+            }
+            (CatchUp::All { within, max }, Some(newest)) => {
+                let mut cursor = Some(newest);
+                while let Some(candidate) = cursor.filter(|c| *c > previous_mark && age_ok(*c, within)) {
+                    if to_run.len() >= max as usize {
+                        break;
+                    }
+                    to_run.push((candidate, RunKind::CatchUp));
+                    cursor = earlier_slot(schedule, candidate);
                 }
-                _ => missed.extend_from_slice(late),
-            },
-            CatchUp::All { within, max } => {
-                let eligible: Vec<Timestamp> = late.iter().copied().filter(|c| age_ok(c, within)).collect();
-                let keep_from = eligible.len().saturating_sub(max as usize);
-                let kept = &eligible[keep_from..];
-                missed.extend(late.iter().copied().filter(|c| !kept.contains(c)));
-                to_run.extend(kept.iter().map(|c| (*c, RunKind::CatchUp)));
+                to_run.reverse();
+            }
+            _ => {}
+        }
+        // Every late slot before the first one that runs is missed.
+        if let Some(newest) = newest_late {
+            let missed_until = match to_run.first() {
+                Some((first, _)) => earlier_slot(schedule, *first).filter(|earlier| *earlier > previous_mark),
+                None => Some(newest),
+            };
+            if let Some(until) = missed_until {
+                self.account(schedule, previous_mark, until, RunStatus::Missed, REASON_MISSED);
             }
         }
         if on_time {
             to_run.push((latest, RunKind::Scheduled));
         }
-        for candidate in missed {
-            self.record(
-                RunKind::Scheduled,
-                Some(candidate),
-                None,
-                RunStatus::Missed,
-                REASON_MISSED,
-            );
+        self.run_or_queue(policy.overlap, to_run)
+    }
+
+    /// Records every slot of `schedule` in `(after, until]` as `status` with `reason`: a row per slot
+    /// for a short gap, one range row for a long one (see [`MAX_SINGLE_ROWS`]).
+    fn account(&mut self, schedule: &Schedule, after: Timestamp, until: Timestamp, status: RunStatus, reason: &str) {
+        let count = schedule.count_between(after, until);
+        if count == 0 {
+            return;
         }
-        let outcome = self.run_or_queue(policy.overlap, to_run);
-        if latest < slot {
-            SlotOutcome::Progress
-        } else {
-            outcome
+        if count <= MAX_SINGLE_ROWS {
+            for slot in schedule.slots_between(after, until, MAX_SINGLE_ROWS as usize) {
+                self.record(RunKind::Scheduled, Some(slot), None, status, reason);
+            }
+            return;
+        }
+        let (Some(first), Some(last)) = (schedule.next_after(after), schedule.latest_at_or_before(until)) else {
+            return;
+        };
+        self.record(RunKind::Scheduled, Some(first), None, status, reason);
+        if let Some(row) = self.inserts.last_mut() {
+            row.slot_until = Some(last);
+            row.slot_count = Some(count);
+        }
+    }
+
+    /// Records the slots of `items` (consecutive slots of one schedule, oldest first) as skipped for
+    /// overlap: one row each, or one range row when there are more than [`MAX_SINGLE_ROWS`].
+    fn skip_for_overlap(&mut self, items: &[(Timestamp, RunKind)]) {
+        match items {
+            [] => {}
+            [(first, kind), .., (last, _)] if items.len() as u64 > MAX_SINGLE_ROWS => {
+                self.record(*kind, Some(*first), None, RunStatus::Skipped, REASON_OVERLAP);
+                if let Some(row) = self.inserts.last_mut() {
+                    row.slot_until = Some(*last);
+                    row.slot_count = Some(items.len() as u64);
+                }
+            }
+            _ => {
+                for (slot, kind) in items {
+                    self.record(*kind, Some(*slot), None, RunStatus::Skipped, REASON_OVERLAP);
+                }
+            }
         }
     }
 
@@ -468,9 +514,7 @@ impl<'a> Decision<'a> {
                 SlotOutcome::Started
             }
             Overlap::Skip if active => {
-                for (slot, kind) in to_run {
-                    self.record(kind, Some(slot), None, RunStatus::Skipped, REASON_OVERLAP);
-                }
+                self.skip_for_overlap(&to_run);
                 SlotOutcome::Skipped(REASON_OVERLAP)
             }
             Overlap::BufferOne if active => {
@@ -486,9 +530,7 @@ impl<'a> Decision<'a> {
                         .split_last()
                         .map_or((None, &to_run[..]), |(last, rest)| (Some(*last), rest))
                 };
-                for (slot, kind) in skip {
-                    self.record(*kind, Some(*slot), None, RunStatus::Skipped, REASON_OVERLAP);
-                }
+                self.skip_for_overlap(skip);
                 match keep {
                     Some(item) => {
                         queue(self, &[item]);
@@ -549,6 +591,7 @@ impl<'a> Decision<'a> {
 
     /// Renews the leases of these runs; returns the ids of those that no longer hold one.
     pub fn renew(&mut self, runs: &[(String, u64)]) -> Vec<String> {
+        let lease_until = self.lease_until();
         let mut lost = Vec::new();
         for (run_id, fence) in runs {
             match self
@@ -558,7 +601,7 @@ impl<'a> Decision<'a> {
                 .find(|run| &run.run_id == run_id && run.fence == *fence && run.lease_until > self.now)
             {
                 Some(run) => {
-                    run.lease_until = self.now + self.config.lease;
+                    run.lease_until = lease_until;
                     self.changed = true;
                 }
                 None => lost.push(run_id.clone()),
@@ -590,20 +633,8 @@ impl<'a> Decision<'a> {
         self.changed = true;
         if enabled {
             if let Ok(schedule) = Schedule::parse(&self.state.definition.schedule, &self.state.definition.timezone) {
-                loop {
-                    let slots = schedule.slots_between(self.state.high_water, self.now, MAX_SLOTS_PER_DECISION);
-                    let Some(&last) = slots.last() else { break };
-                    for slot in slots {
-                        self.record(
-                            RunKind::Scheduled,
-                            Some(slot),
-                            None,
-                            RunStatus::Skipped,
-                            REASON_DISABLED,
-                        );
-                    }
-                    self.state.high_water = last;
-                }
+                let previous_mark = self.state.high_water;
+                self.account(&schedule, previous_mark, self.now, RunStatus::Skipped, REASON_DISABLED);
             }
             self.state.high_water = self.state.high_water.max(self.now);
         }
@@ -660,6 +691,12 @@ impl<'a> Decision<'a> {
             self.state.conflict = None;
         }
     }
+}
+
+/// The slot of `schedule` just before `slot` (slots are whole seconds, so a millisecond earlier is
+/// before it and after any earlier slot).
+fn earlier_slot(schedule: &Schedule, slot: Timestamp) -> Option<Timestamp> {
+    schedule.latest_at_or_before(slot.checked_sub_signed(Duration::milliseconds(1))?)
 }
 
 #[cfg(test)]
@@ -1038,5 +1075,134 @@ mod tests {
         let mut later = Decision::new(decision.state, later_at, &second);
         later.claim_slot(&default_task(), later_at);
         assert_eq!(later.state.conflict, None);
+    }
+
+    #[test]
+    fn an_absurd_lease_saturates_instead_of_panicking() {
+        let config = DecideConfig {
+            lease: Duration::days(100_000_000),
+            ..config()
+        };
+        let mut decision = Decision::new(state(), at(1), &config);
+        assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
+        assert_eq!(decision.state.running[0].lease_until, chrono::DateTime::<Utc>::MAX_UTC);
+        let lease = decision.state.running[0].clone();
+        assert!(decision.renew(&[(lease.run_id, lease.fence)]).is_empty());
+    }
+
+    fn rows(mutation: &Mutation) -> Vec<(Option<Timestamp>, Option<Timestamp>, u64, RunStatus)> {
+        mutation
+            .insert_runs
+            .iter()
+            .map(|run| (run.slot, run.slot_until, run.slots_accounted(), run.status))
+            .collect()
+    }
+
+    #[test]
+    fn enabling_after_thirty_days_writes_one_range_row() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(0), &config);
+        decision.set_enabled(false);
+        let thirty_days = 30 * 86_400;
+        let started = std::time::Instant::now();
+        let mut decision = Decision::new(decision.state, at(thirty_days), &config);
+        decision.set_enabled(true);
+        let elapsed = started.elapsed();
+        assert_eq!(decision.state.high_water, at(thirty_days));
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(
+            rows(&mutation),
+            vec![(
+                Some(at(1)),
+                Some(at(thirty_days)),
+                thirty_days as u64,
+                RunStatus::Skipped
+            )]
+        );
+        assert_eq!(mutation.insert_runs[0].reason.as_deref(), Some(REASON_DISABLED));
+        // Bounded work (2.6 million slots are counted, not walked); loose for unoptimised builds.
+        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+    }
+
+    #[test]
+    fn short_gaps_keep_a_row_per_slot_and_long_ones_become_ranges() {
+        let config = config();
+        let gap = MAX_SINGLE_ROWS as i64;
+        // A gap of exactly MAX_SINGLE_ROWS late slots before an on-time one: a row each.
+        let mut decision = Decision::new(state(), at(gap + 1), &config);
+        let task = task(Overlap::Skip, CatchUp::Skip, OnAbandon::Forget);
+        assert_eq!(decision.claim_slot(&task, at(gap + 1)), SlotOutcome::Started);
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(mutation.insert_runs.len(), MAX_SINGLE_ROWS as usize + 1);
+        assert!(mutation.insert_runs.iter().all(|run| run.slot_until.is_none()));
+        // One more: the missed slots become one range row.
+        let mut decision = Decision::new(state(), at(gap + 2), &config);
+        assert_eq!(decision.claim_slot(&task, at(gap + 2)), SlotOutcome::Started);
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(
+            rows(&mutation),
+            vec![
+                (Some(at(1)), Some(at(gap + 1)), gap as u64 + 1, RunStatus::Missed),
+                (Some(at(gap + 2)), None, 1, RunStatus::Running),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_week_long_outage_is_accounted_in_a_few_rows_under_every_catch_up_policy() {
+        let config = config();
+        let week = 7 * 86_400;
+        let cases = [
+            (CatchUp::Skip, 0u64),
+            (
+                CatchUp::Latest {
+                    within: StdDuration::from_secs(3600),
+                },
+                0,
+            ),
+            (
+                CatchUp::All {
+                    within: StdDuration::from_secs(30),
+                    max: 5,
+                },
+                5,
+            ),
+        ];
+        for (catch_up, caught_up) in cases {
+            let task = task(Overlap::AllowConcurrent, catch_up, OnAbandon::Forget);
+            let mut decision = Decision::new(state(), at(week), &config);
+            assert_eq!(
+                decision.claim_slot(&task, at(week)),
+                SlotOutcome::Started,
+                "{catch_up:?}"
+            );
+            let (mutation, started, _) = decision.into_mutation();
+            assert!(mutation.insert_runs.len() <= 7, "{catch_up:?}: {:?}", rows(&mutation));
+            let accounted: u64 = mutation.insert_runs.iter().map(RunRecord::slots_accounted).sum();
+            assert_eq!(accounted, week as u64, "{catch_up:?}: every slot exactly once");
+            assert_eq!(started.len() as u64, caught_up + 1, "{catch_up:?}");
+            let covered = |slot: i64| mutation.insert_runs.iter().filter(|run| run.covers(at(slot))).count();
+            for slot in [1, 2, week / 2, week - 6, week - 1, week] {
+                assert_eq!(covered(slot), 1, "{catch_up:?}: slot {slot}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_late_claim_after_a_long_disable_is_one_skipped_range() {
+        let config = config();
+        let mut decision = Decision::new(state(), at(0), &config);
+        decision.set_enabled(false);
+        let day = 86_400;
+        let mut decision = Decision::new(decision.state, at(day), &config);
+        assert_eq!(
+            decision.claim_slot(&default_task(), at(day)),
+            SlotOutcome::Skipped(REASON_DISABLED)
+        );
+        let (mutation, _, _) = decision.into_mutation();
+        assert_eq!(
+            rows(&mutation),
+            vec![(Some(at(1)), Some(at(day)), day as u64, RunStatus::Skipped)]
+        );
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! A backend only provides a [`Store`]; `EngineStrategy<ThatStore>` is its [`SchedulerStrategy`].
 
+use crate::clock::StoreTime;
 use crate::decide::{DecideConfig, Decision, FinishOutcome, SlotOutcome};
 use crate::error::{SchedulerError, StoreError};
 use crate::model::{
@@ -14,13 +15,13 @@ use crate::store::{Mutation, Store};
 use crate::strategy::{ExecuteOutcome, Registration, SchedulerStrategy};
 use crate::task::{Firing, ScheduledTask, TaskContext};
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -131,12 +132,96 @@ impl EngineConfig {
         self
     }
 
-    fn heartbeat(&self) -> Duration {
+    /// How often leases are renewed: [`EngineConfig::heartbeat_interval`], else a third of the lease.
+    pub fn heartbeat(&self) -> Duration {
         self.heartbeat_interval
             .unwrap_or(self.lease / 3)
-            .max(Duration::from_millis(10))
+            .max(crate::limits::MIN_INTERVAL)
+    }
+
+    /// Checks every setting against [`crate::limits`]. The strategy refuses to start with a setting out
+    /// of range (`init` fails with [`SchedulerError::Config`]), so no absurd value ever reaches a
+    /// computation at run time; the daemon's `--check` calls this too.
+    ///
+    /// A heartbeat must be at most half the lease: a renewal is retried for one heartbeat interval, so
+    /// a lease renewed any less often could expire while its worker is alive.
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        use crate::error::ConfigError;
+        use crate::limits::{self, check_count, check_duration};
+        check_duration("engine.lease", self.lease, limits::MIN_LEASE, limits::MAX_LEASE)?;
+        if let Some(heartbeat) = self.heartbeat_interval {
+            check_duration(
+                "engine.heartbeat_interval",
+                heartbeat,
+                limits::MIN_INTERVAL,
+                limits::MAX_LEASE,
+            )?;
+            if heartbeat > self.lease / 2 {
+                return Err(ConfigError::Invalid(format!(
+                    "engine.heartbeat_interval = {} cannot keep engine.lease = {}: a lease must be renewed at \
+                     least twice per lease (use a heartbeat of at most {}, or a longer lease)",
+                    limits::format_duration(heartbeat),
+                    limits::format_duration(self.lease),
+                    limits::format_duration(self.lease / 2)
+                )));
+            }
+        }
+        check_duration(
+            "engine.poll_interval",
+            self.poll_interval,
+            limits::MIN_INTERVAL,
+            limits::MAX_POLL_INTERVAL,
+        )?;
+        check_duration(
+            "engine.misfire_threshold",
+            self.misfire_threshold,
+            Duration::from_millis(1),
+            limits::MAX_MISFIRE_THRESHOLD,
+        )?;
+        check_duration(
+            "engine.shutdown_grace",
+            self.shutdown_grace,
+            Duration::ZERO,
+            limits::MAX_SHUTDOWN_GRACE,
+        )?;
+        check_duration(
+            "engine.cancel_grace",
+            self.cancel_grace,
+            Duration::ZERO,
+            limits::MAX_CANCEL_GRACE,
+        )?;
+        check_duration(
+            "engine.admin_retry_for",
+            self.admin_retry_for,
+            Duration::ZERO,
+            limits::MAX_ADMIN_RETRY,
+        )?;
+        check_count(
+            "engine.max_result_bytes",
+            self.max_result_bytes as u64,
+            256,
+            limits::MAX_RESULT_BYTES as u64,
+        )?;
+        check_count(
+            "engine.claim_batch",
+            self.claim_batch as u64,
+            1,
+            limits::MAX_CLAIM_BATCH as u64,
+        )?;
+        if let Some(parallelism) = self.claim_parallelism {
+            check_count(
+                "engine.claim_parallelism",
+                parallelism as u64,
+                1,
+                limits::MAX_CLAIM_PARALLELISM as u64,
+            )?;
+        }
+        self.retention.validate()
     }
 }
+
+/// Most claims (and completions) queued for the store at once per worker.
+const QUEUE_CAPACITY: usize = 1 << 16;
 
 /// Smallest batch worth a mutation of its own when an instant is split over parallel mutations.
 const MIN_PARALLEL_BATCH: usize = 64;
@@ -198,10 +283,10 @@ struct Engine<S: Store> {
     decide: OnceLock<DecideConfig>,
     tasks: RwLock<HashMap<String, Arc<ScheduledTask>>>,
     local_runs: Mutex<HashMap<String, Arc<LocalRun>>>,
-    claims: mpsc::UnboundedSender<ClaimRequest>,
-    claims_receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimRequest>>>,
-    finishes: mpsc::UnboundedSender<FinishRequest>,
-    finishes_receiver: Mutex<Option<mpsc::UnboundedReceiver<FinishRequest>>>,
+    claims: mpsc::Sender<ClaimRequest>,
+    claims_receiver: Mutex<Option<mpsc::Receiver<ClaimRequest>>>,
+    finishes: mpsc::Sender<FinishRequest>,
+    finishes_receiver: Mutex<Option<mpsc::Receiver<FinishRequest>>>,
     stopping: CancellationToken,
     handlers: TaskTracker,
     /// Loops that start runs (claims, polls): shutdown waits for them to finish their current step.
@@ -210,6 +295,10 @@ struct Engine<S: Store> {
     servants: Mutex<Vec<JoinHandle<()>>>,
     wake: Notify,
     started: AtomicBool,
+    /// Set once, when one of the engine's loops died: the scheduler stops with this message.
+    failure: watch::Sender<Option<String>>,
+    /// The best recent reading of the store's clock (see [`StoreTime`]).
+    store_time: Mutex<Option<StoreTime>>,
 }
 
 /// The built-in [`SchedulerStrategy`]: the shared engine over a [`Store`].
@@ -241,8 +330,10 @@ impl<S: Store> EngineStrategy<S> {
 
     /// A strategy over `store` with `config`.
     pub fn with_config(store: Arc<S>, config: EngineConfig) -> Self {
-        let (claims, receiver) = mpsc::unbounded_channel();
-        let (finishes, finishes_receiver) = mpsc::unbounded_channel();
+        // Bounded: a caller that outruns the store waits here (and the scheduler pauses its timers)
+        // instead of growing memory without limit.
+        let (claims, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (finishes, finishes_receiver) = mpsc::channel(QUEUE_CAPACITY);
         Self {
             engine: Arc::new(Engine {
                 store,
@@ -260,6 +351,8 @@ impl<S: Store> EngineStrategy<S> {
                 servants: Mutex::new(Vec::new()),
                 wake: Notify::new(),
                 started: AtomicBool::new(false),
+                failure: watch::Sender::new(None),
+                store_time: Mutex::new(None),
             }),
         }
     }
@@ -284,8 +377,11 @@ fn store_error(error: StoreError) -> SchedulerError {
     SchedulerError::Store(error)
 }
 
+/// A validated engine duration as chrono's; anything beyond chrono's range (never a validated value)
+/// saturates at a century, which no instant arithmetic in `decide` can overflow with.
 fn to_chrono(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+    const CENTURY: chrono::Duration = chrono::Duration::days(36_525);
+    chrono::Duration::from_std(duration).map_or(CENTURY, |value| value.min(CENTURY))
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -296,6 +392,30 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "a non-string panic payload".to_owned()
     }
+}
+
+/// An error text of at most `limit` bytes: a longer one keeps its beginning and its end (where
+/// command output usually says what went wrong), cut at character boundaries, with the number of
+/// bytes left out in between. Like results, errors are bounded so no history row, statement or
+/// packet grows with a handler's output.
+pub fn bound_text(text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let marker_room = 64;
+    let keep = limit.saturating_sub(marker_room);
+    let mut head_end = keep / 2;
+    while head_end > 0 && !text.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = text.len() - (keep - head_end);
+    while tail_start < text.len() && !text.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let head = text.get(..head_end).unwrap_or_default();
+    let tail = text.get(tail_start..).unwrap_or_default();
+    let omitted = tail_start - head_end;
+    format!("{head} […{omitted} bytes omitted…] {tail}")
 }
 
 /// Exponential backoff for store retries: 25 ms doubling to 2 s, with jitter from the clock's nanoseconds.
@@ -325,6 +445,50 @@ impl<S: Store> Engine<S> {
             lease: to_chrono(self.config.lease),
             misfire_threshold: to_chrono(self.config.misfire_threshold),
         })
+    }
+
+    /// Records that the engine cannot go on (a loop panicked or ended while the engine was not
+    /// stopping): logs it as an error and wakes [`SchedulerStrategy::failed`], so the scheduler stops
+    /// and `run_until` returns the error — a worker never stays up looking healthy while claiming
+    /// nothing.
+    fn fail(&self, message: String) {
+        tracing::error!(error = %message, "the scheduler's engine failed; stopping this worker");
+        self.failure.send_if_modified(|failure| {
+            if failure.is_none() {
+                *failure = Some(message);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Spawns one of the engine's loops under supervision: a panic, or an end while the engine is not
+    /// stopping, is fatal (see [`Engine::fail`]).
+    fn supervise<F>(self: &Arc<Self>, name: &'static str, future: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match std::panic::AssertUnwindSafe(future).catch_unwind().await {
+                Ok(()) if engine.stopping.is_cancelled() => {}
+                Ok(()) => engine.fail(format!("the {name} loop ended unexpectedly")),
+                Err(panic) => engine.fail(format!("the {name} loop panicked: {}", panic_message(panic))),
+            }
+        })
+    }
+
+    /// Learns the store's time from an answer to a request sent at `sent`.
+    fn observe(&self, sent: std::time::Instant, store_now: Timestamp) {
+        let received = std::time::Instant::now();
+        let reading = StoreTime::from_round_trip(sent, received, store_now);
+        if let Ok(mut best) = self.store_time.lock() {
+            *best = Some(match *best {
+                Some(current) => current.better(reading, received),
+                None => reading,
+            });
+        }
     }
 
     fn task(&self, id: &str) -> Option<Arc<ScheduledTask>> {
@@ -365,6 +529,7 @@ impl<S: Store> Engine<S> {
         let mut backoff = Backoff::new();
         loop {
             let mut results: HashMap<String, T> = HashMap::with_capacity(ids.len());
+            let sent = std::time::Instant::now();
             let outcome = {
                 let mut decide = |now: Timestamp, id: &str, state: Option<&TaskState>| {
                     let (mutation, result) = f(now, id, state);
@@ -377,7 +542,10 @@ impl<S: Store> Engine<S> {
                 }
             };
             match outcome {
-                Ok((now, left_out)) => return Ok((now, results, left_out)),
+                Ok((now, left_out)) => {
+                    self.observe(sent, now);
+                    return Ok((now, results, left_out));
+                }
                 Err(error) if error.is_transient() => {
                     let give_up = match retry_for {
                         Some(limit) => started.elapsed() >= limit,
@@ -410,7 +578,15 @@ impl<S: Store> Engine<S> {
             let engine = self.clone();
             let task = task.clone();
             self.handlers.spawn(async move {
-                engine.drive_run(task, lease, local).await;
+                let supervisor = engine.clone();
+                // The handler's own panics are caught inside (they are the run's failure); a panic
+                // here is the engine's own, and leaves a lease nobody ends: fatal.
+                let driven = std::panic::AssertUnwindSafe(engine.drive_run(task, lease, local))
+                    .catch_unwind()
+                    .await;
+                if let Err(panic) = driven {
+                    supervisor.fail(format!("a run driver panicked: {}", panic_message(panic)));
+                }
             });
         }
     }
@@ -466,7 +642,9 @@ impl<S: Store> Engine<S> {
             // A run that succeeded despite shutdown's cancellation keeps its outcome; one that ended
             // because of it (an error or an abort after the token fired) was cancelled.
             Some(StopReason::Shutdown) if status != RunStatus::Succeeded => {
-                let error = error.or_else(|| Some("cancelled: the worker is shutting down".to_owned()));
+                let error = error
+                    .map(|text| bound_text(text, self.config.max_result_bytes))
+                    .or_else(|| Some("cancelled: the worker is shutting down".to_owned()));
                 self.record_finish(
                     &task,
                     &lease,
@@ -479,6 +657,7 @@ impl<S: Store> Engine<S> {
             }
             Some(StopReason::Shutdown) | None => {
                 let result = result.map(|value| self.bound_result(value));
+                let error = error.map(|text| bound_text(text, self.config.max_result_bytes));
                 self.record_finish(&task, &lease, status, reason, result, error).await;
             }
         }
@@ -558,7 +737,7 @@ impl<S: Store> Engine<S> {
             error,
             reply,
         };
-        if self.finishes.send(request).is_err() {
+        if self.finishes.send(request).await.is_err() {
             tracing::error!(task = task.id(), run = %lease.run_id, "the completion writer is gone; the run's lease will expire and it will be marked abandoned");
             return;
         }
@@ -580,7 +759,7 @@ impl<S: Store> Engine<S> {
             by_task.entry(id).or_default().push(request);
         }
         // Retry for as long as the lease could still be ours; after that another worker owns the truth.
-        let retry_for = self.config.lease * 2;
+        let retry_for = self.config.lease.saturating_mul(2);
         let outcome = self
             .transact(&ids, Some(retry_for), |now, id, state| {
                 let requests = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
@@ -646,7 +825,7 @@ impl<S: Store> Engine<S> {
     /// closes or, if `until_stopping`, when the engine stops.
     async fn batch_loop<R, F, Fut>(
         self: Arc<Self>,
-        mut receiver: mpsc::UnboundedReceiver<R>,
+        mut receiver: mpsc::Receiver<R>,
         until_stopping: bool,
         parallelism: usize,
         handle: F,
@@ -781,16 +960,20 @@ impl<S: Store> Engine<S> {
         }
         let config = self.decide_config();
         let (_, results) = self
-            .transact(&ids, Some(self.config.poll_interval * 5), |now, id, state| {
-                let (Some(state), Some(task)) = (state, self.task(id)) else {
-                    return (Mutation::none(), (Vec::new(), Vec::new()));
-                };
-                let mut decision = Decision::new(state.clone(), now, &config);
-                decision.reap_expired(task.policy());
-                decision.start_pending();
-                let (mutation, started, ended) = decision.into_mutation();
-                (mutation, (started, ended))
-            })
+            .transact(
+                &ids,
+                Some(self.config.poll_interval.saturating_mul(5)),
+                |now, id, state| {
+                    let (Some(state), Some(task)) = (state, self.task(id)) else {
+                        return (Mutation::none(), (Vec::new(), Vec::new()));
+                    };
+                    let mut decision = Decision::new(state.clone(), now, &config);
+                    decision.reap_expired(task.policy());
+                    decision.start_pending();
+                    let (mutation, started, ended) = decision.into_mutation();
+                    (mutation, (started, ended))
+                },
+            )
             .await?;
         let mut count = 0;
         for (id, (started, ended)) in results {
@@ -826,7 +1009,12 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
-            match self.store.due_for_attention(1000).await {
+            let sent = std::time::Instant::now();
+            let polled = self.store.due_for_attention(1000).await;
+            if let Ok((now, _)) = &polled {
+                self.observe(sent, *now);
+            }
+            match polled {
                 Ok((_, ids)) if !ids.is_empty() => {
                     if let Err(error) = self.attend(ids).await {
                         tracing::warn!(%error, "could not attend to due tasks");
@@ -927,13 +1115,15 @@ impl<S: Store> Engine<S> {
                 return Err(SchedulerError::NotRunning);
             }
             let (reply, answer) = oneshot::channel();
-            self.claims
-                .send(ClaimRequest {
-                    task: task.clone(),
-                    slot,
-                    reply,
-                })
-                .map_err(|_| SchedulerError::NotRunning)?;
+            let request = ClaimRequest {
+                task: task.clone(),
+                slot,
+                reply,
+            };
+            tokio::select! {
+                sent = self.claims.send(request) => sent.map_err(|_| SchedulerError::NotRunning)?,
+                () = self.stopping.cancelled() => return Err(SchedulerError::NotRunning),
+            }
             let (outcome, lease) = answer.await.map_err(|_| SchedulerError::NotRunning)??;
             match outcome {
                 // The store's clock says the slot is still ahead: this worker's clock runs fast.
@@ -944,7 +1134,6 @@ impl<S: Store> Engine<S> {
                         () = self.stopping.cancelled() => return Err(SchedulerError::NotRunning),
                     }
                 }
-                SlotOutcome::Progress => {}
                 other => return Ok((other, lease)),
             }
         }
@@ -960,6 +1149,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 "this strategy was already initialised; create one strategy per scheduler".to_owned(),
             )));
         }
+        engine.config.validate()?;
         engine.store.migrate().await.map_err(store_error)?;
         let _ = engine.decide.set(DecideConfig {
             worker: worker_id.to_owned(),
@@ -985,29 +1175,51 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 .config
                 .claim_parallelism
                 .unwrap_or_else(|| engine.store.preferred_parallelism());
-            starters.push(tokio::spawn(engine.clone().batch_loop(
-                receiver,
-                true,
-                parallelism,
-                |engine, batch| async move {
-                    engine.claim_batch(batch).await;
-                },
-            )));
+            starters.push(
+                engine.supervise(
+                    "claim",
+                    engine
+                        .clone()
+                        .batch_loop(receiver, true, parallelism, |engine, batch| async move {
+                            engine.claim_batch(batch).await;
+                        }),
+                ),
+            );
         }
         // Completions are written until every handler has ended, shutdown included.
         if let Some(receiver) = finishes {
-            servants.push(tokio::spawn(engine.clone().batch_loop(
-                receiver,
-                false,
-                1,
-                |engine, batch| async move {
-                    engine.finish_batch(batch).await;
-                },
-            )));
+            servants.push(
+                engine.supervise(
+                    "completion",
+                    engine
+                        .clone()
+                        .batch_loop(receiver, false, 1, |engine, batch| async move {
+                            engine.finish_batch(batch).await;
+                        }),
+                ),
+            );
         }
-        starters.push(tokio::spawn(engine.clone().poll_loop()));
-        servants.push(tokio::spawn(engine.clone().heartbeat_loop()));
+        starters.push(engine.supervise("poll", engine.clone().poll_loop()));
+        servants.push(engine.supervise("heartbeat", engine.clone().heartbeat_loop()));
         Ok(())
+    }
+
+    fn store_time(&self) -> Option<StoreTime> {
+        self.engine.store_time.lock().ok().and_then(|reading| *reading)
+    }
+
+    async fn failed(&self) -> SchedulerError {
+        let mut failure = self.engine.failure.subscribe();
+        let message = failure
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|message| message.clone());
+        match message {
+            Some(message) => SchedulerError::EngineFailed(message),
+            // The engine is gone, so it cannot fail any more.
+            None => std::future::pending().await,
+        }
     }
 
     async fn destroy(&self) -> Result<(), SchedulerError> {
@@ -1041,7 +1253,11 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 run.stop(StopReason::Shutdown);
             }
             let _ = tokio::time::timeout(
-                engine.config.cancel_grace * 2 + Duration::from_secs(1),
+                engine
+                    .config
+                    .cancel_grace
+                    .saturating_mul(2)
+                    .saturating_add(Duration::from_secs(1)),
                 engine.handlers.wait(),
             )
             .await;
@@ -1126,9 +1342,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                     },
                     (SlotOutcome::Buffered, _) => ExecuteOutcome::Buffered,
                     (SlotOutcome::Missed, _) => ExecuteOutcome::Missed,
-                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_) | SlotOutcome::Progress, _) => {
-                        ExecuteOutcome::AlreadyAccounted
-                    }
+                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_), _) => ExecuteOutcome::AlreadyAccounted,
                 })
             }
             Firing::Manual { .. } => {

@@ -7,7 +7,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The task id is empty, too long or has characters outside `[A-Za-z0-9._:-]`.
-    #[error("invalid task id {id:?}: {reason}")]
+    #[error("invalid task id {}: {reason}", crate::limits::echo(.id))]
     InvalidTaskId {
         /// The rejected id.
         id: String,
@@ -15,7 +15,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The cron pattern does not parse or never fires.
-    #[error("invalid schedule {pattern:?}: {reason}")]
+    #[error("invalid schedule {}: {reason}", crate::limits::echo(.pattern))]
     InvalidSchedule {
         /// The rejected pattern.
         pattern: String,
@@ -23,7 +23,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The time zone is not an IANA zone name.
-    #[error("unknown time zone {0:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"")]
+    #[error("unknown time zone {}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"", crate::limits::echo(.0))]
     UnknownTimezone(String),
     /// A required builder field was not set.
     #[error("task {task}: {field} is required")]
@@ -41,8 +41,23 @@ pub enum ConfigError {
         /// The offending field.
         field: &'static str,
     },
+    /// A duration or count outside its accepted range (see [`crate::limits`]).
+    #[error("{field} = {value} is out of range: use {min} to {max}")]
+    OutOfRange {
+        /// The offending field.
+        field: String,
+        /// The value given.
+        value: String,
+        /// The smallest accepted value.
+        min: String,
+        /// The largest accepted value.
+        max: String,
+    },
+    /// The id is reserved for a built-in task.
+    #[error("task id {} is reserved for fleetcron's built-in task; choose another id", crate::limits::echo(.0))]
+    ReservedTaskId(String),
     /// Two tasks in one scheduler share an id.
-    #[error("duplicate task id {0:?}: each task registered with one scheduler needs its own id")]
+    #[error("duplicate task id {}: each task registered with one scheduler needs its own id", crate::limits::echo(.0))]
     DuplicateTaskId(String),
     /// A scheduler was built without a strategy.
     #[error("the scheduler needs a strategy: call .strategy(...) on the builder")]
@@ -99,12 +114,16 @@ pub enum SchedulerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// No task with this id is registered in the store.
-    #[error("unknown task {0:?}")]
+    #[error("unknown task {}", crate::limits::echo(.0))]
     UnknownTask(String),
     /// The task is disabled, so it cannot be triggered.
-    #[error("task {0:?} is disabled: enable it before triggering it")]
+    #[error("task {} is disabled: enable it before triggering it", crate::limits::echo(.0))]
     TaskDisabled(String),
     /// The scheduler is shutting down or was not started.
     #[error("the scheduler is not running")]
     NotRunning,
+    /// One of the engine's loops died (a bug): the worker cannot go on claiming and stops loudly
+    /// rather than stay up and idle.
+    #[error("the scheduler's engine failed and stopped: {0}")]
+    EngineFailed(String),
 }

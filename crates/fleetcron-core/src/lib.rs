@@ -8,6 +8,7 @@ pub mod clock;
 pub mod decide;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod schedule;
@@ -16,7 +17,7 @@ pub mod store;
 pub mod strategy;
 pub mod task;
 
-pub use clock::{Clock, OffsetClock, SharedClock, SystemClock};
+pub use clock::{Clock, OffsetClock, SharedClock, StoreTime, SystemClock};
 pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;

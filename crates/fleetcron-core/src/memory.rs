@@ -168,7 +168,7 @@ impl Store for MemoryStore {
         let cutoff = retention
             .max_age
             .and_then(|age| chrono::Duration::from_std(age).ok())
-            .map(|age| now - age);
+            .and_then(|age| now.checked_sub_signed(age));
         let mut removed = Vec::new();
         for runs in inner.runs.values_mut() {
             runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));

@@ -134,8 +134,18 @@ pub struct RunRecord {
     pub task_id: String,
     /// Why the run exists.
     pub kind: RunKind,
-    /// The slot, or `None` for a manual trigger.
+    /// The slot, or `None` for a manual trigger. For a row that accounts for a range of slots, the
+    /// first slot of the range.
     pub slot: Option<Timestamp>,
+    /// For a row that accounts for a range of skipped or missed slots (a long disable, a long outage):
+    /// the last slot of the range. Every slot of the task's schedule from `slot` to `slot_until`
+    /// (inclusive) is accounted for by this one row, so no transaction writes a row per slot of an
+    /// unbounded gap. `None` for a row of one slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_until: Option<Timestamp>,
+    /// For a range row, how many slots it accounts for; `None` for a row of one slot (or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_count: Option<u64>,
     /// 1 for a first attempt; more for retries of an abandoned run.
     pub attempt: u32,
     /// The task's fence at the claim.
@@ -158,6 +168,27 @@ pub struct RunRecord {
     pub result: Option<Value>,
     /// The handler's error, or the engine's explanation.
     pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// How many slots this row accounts for: the range's count, 1 for a slot's row, 0 for a manual run.
+    pub fn slots_accounted(&self) -> u64 {
+        match (self.slot, self.slot_count) {
+            (_, Some(count)) => count,
+            (Some(_), None) => 1,
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether this row accounts for the slot `slot` of its task's schedule: it is the row's slot, or
+    /// lies within the row's range.
+    pub fn covers(&self, slot: Timestamp) -> bool {
+        match (self.slot, self.slot_until) {
+            (Some(first), Some(last)) => first <= slot && slot <= last,
+            (Some(only), None) => only == slot,
+            (None, _) => false,
+        }
+    }
 }
 
 /// A change to an existing history row: a pending row starting, or a run ending. It is written in the
@@ -447,6 +478,24 @@ pub struct Retention {
     pub keep_last: Option<u32>,
     /// Delete rows that ended longer ago than this.
     pub max_age: Option<std::time::Duration>,
+}
+
+impl Retention {
+    /// Checks the policy against [`crate::limits`]: `keep_last` at least 1, `max_age` from 1 s to 100 years.
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        if let Some(keep) = self.keep_last {
+            crate::limits::check_count("engine.retention.keep_last", u64::from(keep), 1, u64::from(u32::MAX))?;
+        }
+        if let Some(age) = self.max_age {
+            crate::limits::check_duration(
+                "engine.retention.max_age",
+                age,
+                std::time::Duration::from_secs(1),
+                crate::limits::MAX_RETENTION_AGE,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Retention {

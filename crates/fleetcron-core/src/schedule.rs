@@ -3,7 +3,7 @@
 //! JavaScript croner that Vendure uses.
 
 use crate::error::ConfigError;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -157,6 +157,56 @@ impl Schedule {
         slots
     }
 
+    /// How many slots lie in `(after, until]`, in bounded work: whole local days, hours and minutes in
+    /// which the pattern matches and the zone's offset does not change are counted by multiplication
+    /// (a matching day of `H` hours × `M` minutes × `S` seconds holds `H·M·S` slots), so a month of
+    /// per-second slots costs a few hundred steps, not 2.6 million. Units that contain a DST transition
+    /// are walked slot by slot, so the count follows croner's DST rules exactly.
+    pub fn count_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
+        let tz = self.parsed.timezone;
+        let pattern = &self.parsed.cron.pattern;
+        let matching = |limit: u32, test: &dyn Fn(u32) -> bool| (0..limit).filter(|value| test(*value)).count() as u64;
+        let seconds = matching(60, &|v| pattern.second_match(v).unwrap_or(false));
+        let minutes = matching(60, &|v| pattern.minute_match(v).unwrap_or(false));
+        let hours = matching(24, &|v| pattern.hour_match(v).unwrap_or(false));
+        let one_second = chrono::Duration::seconds(1);
+        let mut count = 0u64;
+        let mut cursor = after;
+        while let Some(slot) = self.next_after(cursor).filter(|slot| *slot <= until) {
+            let local = slot.with_timezone(&tz).naive_local();
+            // The local units holding `slot`, largest first, with the slots each holds when it matches.
+            let day = local.date().and_time(chrono::NaiveTime::MIN);
+            let hour = day + chrono::Duration::hours(i64::from(local.hour()));
+            let minute = hour + chrono::Duration::minutes(i64::from(local.minute()));
+            let units = [
+                (day, chrono::Duration::days(1), hours * minutes * seconds),
+                (hour, chrono::Duration::hours(1), minutes * seconds),
+                (minute, chrono::Duration::minutes(1), seconds),
+            ];
+            let skipped = units.iter().find_map(|(start, length, slots)| {
+                let start_utc = tz.from_local_datetime(start).single()?.with_timezone(&Utc);
+                let end_utc = tz
+                    .from_local_datetime(&(*start + *length))
+                    .single()?
+                    .with_timezone(&Utc);
+                // Whole (no DST change inside), wholly after the cursor and wholly within `until`.
+                let plain = end_utc - start_utc == *length;
+                (plain && cursor < start_utc && end_utc - one_second <= until).then_some((end_utc - one_second, *slots))
+            });
+            match skipped {
+                Some((last, slots)) => {
+                    count += slots;
+                    cursor = last;
+                }
+                None => {
+                    count += 1;
+                    cursor = slot;
+                }
+            }
+        }
+        count
+    }
+
     /// The next `count` slots after `instant`.
     pub fn upcoming(&self, instant: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
         let mut slots = Vec::with_capacity(count.min(1024));
@@ -302,6 +352,27 @@ mod tests {
     }
 
     #[test]
+    fn a_month_of_per_second_slots_is_counted_without_walking_them() {
+        let schedule = Schedule::parse("* * * * * *", "Europe/Berlin").expect("valid");
+        // March 2026 holds Berlin's DST change (29 March: one local hour fewer).
+        let after = utc(2026, 3, 1, 0, 0, 0) + chrono::Duration::milliseconds(500);
+        let until = utc(2026, 3, 31, 0, 0, 0);
+        let started = std::time::Instant::now();
+        assert_eq!(schedule.count_between(after, until), 30 * 86_400);
+        // Bounded work, not 2.6 million croner steps (a loose bound for unoptimised test builds).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let daily = Schedule::parse("0 2 * * *", "Europe/Berlin").expect("valid");
+        // 02:00 does not exist on 29 March in Berlin; croner moves it, and the count follows croner.
+        let walked = daily.slots_between(after, until, usize::MAX).len() as u64;
+        assert_eq!(daily.count_between(after, until), walked);
+        assert_eq!(schedule.count_between(until, after), 0);
+    }
+
+    #[test]
     fn bad_input_is_a_clear_error() {
         assert!(matches!(
             Schedule::parse("61 * * * *", "UTC"),
@@ -332,6 +403,17 @@ mod tests {
             "Australia/Lord_Howe",
             "Asia/Kolkata",
         ];
+        const COUNT_ZONES: &[&str] = &["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe"];
+        const COUNT_PATTERNS: &[&str] = &[
+            "*/7 * * * * *",
+            "* * * * *",
+            "*/5 * * * *",
+            "30 1-3 * * *",
+            "0 9 * * MON-FRI",
+            "0,30 * 1,15 * *",
+            "0 0 L * *",
+        ];
+
         const PATTERNS: &[&str] = &[
             "* * * * *",
             "*/7 * * * *",
@@ -343,6 +425,28 @@ mod tests {
         ];
 
         proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+            #[test]
+            fn counting_agrees_with_walking_every_slot(
+                zone in prop::sample::select(COUNT_ZONES),
+                pattern in prop::sample::select(COUNT_PATTERNS),
+                // Around the 2026 DST changes of the zones above, and elsewhere.
+                start in prop::sample::select(&[
+                    1_774_700_000i64, 1_792_800_000, 1_775_300_000, 1_800_000_000, 1_772_900_000, 1_793_450_000,
+                    1_790_900_000,
+                ][..]),
+                offset in 0i64..200_000,
+                span in 0i64..260_000,
+                millis in 0i64..1000,
+            ) {
+                let schedule = Schedule::parse(pattern, zone).expect("valid");
+                let after = DateTime::<Utc>::from_timestamp(start + offset, 0).expect("in range")
+                    + chrono::Duration::milliseconds(millis);
+                let until = after + chrono::Duration::seconds(span);
+                let walked = schedule.slots_between(after, until, usize::MAX).len() as u64;
+                prop_assert_eq!(schedule.count_between(after, until), walked);
+            }
+
             #[test]
             fn next_is_strictly_increasing_and_matches(
                 zone in prop::sample::select(ZONES),

@@ -77,8 +77,10 @@ impl SchedulerBuilder {
         self
     }
 
-    /// The clock the timers read (default the system clock). Due-ness is always judged by the store's
-    /// clock; this one only decides when to ask.
+    /// This worker's own clock (default the system clock). The timers run on the store's clock as soon
+    /// as the strategy has read it ([`SchedulerStrategy::store_time`]), so this one only matters before
+    /// that, and to measure the worker's skew (warned about when over a second). Due-ness is always
+    /// judged by the store's clock.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -95,15 +97,16 @@ impl SchedulerBuilder {
         let strategy = self.strategy.ok_or(ConfigError::MissingStrategy)?;
         let mut seen = HashSet::new();
         for task in &self.tasks {
+            // Reserved whether or not this worker prunes: other workers of the fleet may.
+            if task.id() == RETENTION_TASK_ID {
+                return Err(ConfigError::ReservedTaskId(RETENTION_TASK_ID.to_owned()));
+            }
             if !seen.insert(task.id().to_owned()) {
                 return Err(ConfigError::DuplicateTaskId(task.id().to_owned()));
             }
         }
         let mut tasks = self.tasks;
         if let Some(pattern) = self.retention_schedule {
-            if seen.contains(RETENTION_TASK_ID) {
-                return Err(ConfigError::DuplicateTaskId(RETENTION_TASK_ID.to_owned()));
-            }
             tasks.push(retention_task(&pattern, Arc::downgrade(&strategy))?);
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
@@ -225,13 +228,22 @@ impl Scheduler {
         outcome.and(destroyed)
     }
 
+    /// The time the timers run on: the store's clock as the strategy last read it, extrapolated along
+    /// this process's monotonic clock; the worker's own clock until the strategy has a reading.
+    fn now(&self) -> Timestamp {
+        match self.inner.strategy.store_time() {
+            Some(reading) => reading.now(),
+            None => self.inner.clock.now(),
+        }
+    }
+
     async fn run_timers(&self, shutdown: impl Future<Output = impl Sized>) -> Result<(), SchedulerError> {
         let inner = &self.inner;
         let registrations = inner
             .strategy
             .register_tasks(inner.tasks.iter().map(|task| (**task).clone()).collect())
             .await?;
-        let now = inner.clock.now();
+        let now = self.now();
         let mut timers: BinaryHeap<Reverse<(Timestamp, usize)>> = BinaryHeap::with_capacity(inner.tasks.len());
         for (index, (task, registration)) in inner.tasks.iter().zip(registrations).enumerate() {
             let schedule = task.schedule();
@@ -247,27 +259,47 @@ impl Scheduler {
         }
         inner.ready.send_replace(true);
         tracing::info!(worker = %inner.worker_id, tasks = inner.tasks.len(), "scheduler running");
-        let mut firings = JoinSet::new();
+        let mut firings: JoinSet<(Timestamp, usize)> = JoinSet::new();
+        let mut in_flight = InFlight::default();
+        let mut watch = Watch::default();
+        let failed = inner.strategy.failed();
+        tokio::pin!(failed);
         tokio::pin!(shutdown);
-        loop {
+        let outcome = loop {
+            watch.skew(self.now(), inner.clock.now());
+            // At the limit, no timer is popped until an instant's claims come back: the slots that come
+            // due meanwhile are accounted (missed, or run by the catch-up policy) by the next claim of
+            // their task, so memory stays bounded and nothing is lost.
+            let saturated = in_flight.instants() >= MAX_INSTANTS_IN_FLIGHT;
+            watch.load(&in_flight, saturated, self.now());
             let wait = match timers.peek() {
-                Some(Reverse((slot, _))) => (*slot - inner.clock.now()).to_std().unwrap_or_default(),
-                None => Duration::from_secs(3600),
+                Some(Reverse((slot, _))) if !saturated => (*slot - self.now()).to_std().unwrap_or_default(),
+                _ => Duration::from_secs(3600),
             };
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break Ok(()),
+                error = &mut failed => break Err(error),
                 () = tokio::time::sleep(wait) => {}
                 Some(joined) = firings.join_next(), if !firings.is_empty() => {
-                    if let Err(error) = joined {
-                        tracing::error!(%error, "a firing task failed");
+                    match joined {
+                        Ok((instant, count)) => in_flight.remove(instant, count),
+                        Err(error) => {
+                            let message = format!("a firing task failed: {error}");
+                            tracing::error!(error = %message, "stopping this worker");
+                            break Err(SchedulerError::EngineFailed(message));
+                        }
                     }
                     continue;
                 }
             }
+            if in_flight.instants() >= MAX_INSTANTS_IN_FLIGHT {
+                continue;
+            }
             // Claims a hair early are answered "not due" by the store and retried at the exact instant.
-            let now = inner.clock.now() + chrono::Duration::milliseconds(1);
+            let now = self.now() + chrono::Duration::milliseconds(1);
             // Everything due now goes to the strategy in one call, so its claims share one store round trip.
             let mut due: Vec<(Arc<ScheduledTask>, Firing)> = Vec::new();
+            let mut instant = None;
             while let Some(Reverse((slot, index))) = timers.peek().copied() {
                 if slot > now {
                     break;
@@ -288,6 +320,7 @@ impl Scheduler {
                 if let Some(next) = next {
                     timers.push(Reverse((next, index)));
                 }
+                instant = Some(instant.map_or(slot, |earliest: Timestamp| earliest.min(slot)));
                 due.push((task, Firing::Scheduled { slot }));
             }
             if due.len() > 1 {
@@ -297,7 +330,9 @@ impl Scheduler {
                 let offset = rotation(&inner.worker_id, due.len());
                 due.rotate_left(offset);
             }
-            if !due.is_empty() {
+            if let Some(instant) = instant {
+                let count = due.len();
+                in_flight.add(instant, count);
                 let strategy = inner.strategy.clone();
                 firings.spawn(async move {
                     let outcomes = strategy.execute_many(due.clone()).await;
@@ -311,14 +346,15 @@ impl Scheduler {
                             Err(error) => tracing::error!(task = task.id(), ?firing, %error, "slot claim failed"),
                         }
                     }
+                    (instant, count)
                 });
             }
-        }
+        };
         inner.ready.send_replace(false);
         // A claim already sent is decided by the strategy whether or not anyone waits for the answer; a
         // run it starts is stopped by the strategy's graceful shutdown.
         firings.shutdown().await;
-        Ok(())
+        outcome
     }
 
     /// Reports on every task in the store.
@@ -344,6 +380,125 @@ impl Scheduler {
     /// A task's history, newest first.
     pub async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
         self.inner.strategy.runs(id, query).await
+    }
+}
+
+/// Most instants whose claims may be waiting for the strategy at once. Beyond it the timers pause
+/// (see `run_timers`), which bounds the memory a worker holds when its store is slower than its load.
+const MAX_INSTANTS_IN_FLIGHT: usize = 16;
+
+/// How late the oldest waiting instant may be before the worker warns that it is falling behind.
+const FALLING_BEHIND_AFTER: chrono::Duration = chrono::Duration::seconds(2);
+
+/// How often a warning of the same kind is repeated at most.
+const WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The instants whose claims are with the strategy, with how many firings each.
+#[derive(Default)]
+struct InFlight {
+    instants: std::collections::BTreeMap<Timestamp, (usize, usize)>,
+    firings: usize,
+}
+
+impl InFlight {
+    fn add(&mut self, instant: Timestamp, firings: usize) {
+        let entry = self.instants.entry(instant).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += firings;
+        self.firings += firings;
+    }
+
+    fn remove(&mut self, instant: Timestamp, firings: usize) {
+        if let Some(entry) = self.instants.get_mut(&instant) {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = entry.1.saturating_sub(firings);
+            self.firings = self.firings.saturating_sub(firings);
+            if entry.0 == 0 {
+                self.instants.remove(&instant);
+            }
+        }
+    }
+
+    fn instants(&self) -> usize {
+        self.instants.values().map(|(count, _)| count).sum()
+    }
+
+    fn oldest(&self) -> Option<Timestamp> {
+        self.instants.keys().next().copied()
+    }
+}
+
+/// Rate-limited warnings about this worker's health: clock skew against the store, and claims
+/// falling behind.
+#[derive(Default)]
+struct Watch {
+    checked_skew: Option<std::time::Instant>,
+    warned_skew: Option<(std::time::Instant, i64)>,
+    warned_load: Option<std::time::Instant>,
+}
+
+impl Watch {
+    /// Warns (at most every ten minutes, or when it changes by another second) when this worker's
+    /// clock is more than a second away from the store's; the timers follow the store's anyway.
+    fn skew(&mut self, store_now: Timestamp, worker_now: Timestamp) {
+        let now = std::time::Instant::now();
+        if self
+            .checked_skew
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.checked_skew = Some(now);
+        let offset_ms = (store_now - worker_now).num_milliseconds();
+        if offset_ms.abs() <= 1000 {
+            return;
+        }
+        let repeat = match self.warned_skew {
+            None => true,
+            Some((at, warned)) => {
+                now.duration_since(at) >= Duration::from_secs(600) || (offset_ms - warned).abs() > 1000
+            }
+        };
+        if repeat {
+            self.warned_skew = Some((now, offset_ms));
+            tracing::warn!(
+                offset_ms,
+                "this worker's clock is {} ms {} the store's; its timers follow the store's clock, fix the \
+                 worker's time synchronisation (NTP)",
+                offset_ms.abs(),
+                if offset_ms > 0 { "behind" } else { "ahead of" }
+            );
+        }
+    }
+
+    /// Warns (at most every [`WARNING_INTERVAL`]) when claims fall behind.
+    fn load(&mut self, in_flight: &InFlight, saturated: bool, now: Timestamp) {
+        let lag = in_flight.oldest().map(|oldest| now - oldest);
+        let behind = lag.is_some_and(|lag| lag > FALLING_BEHIND_AFTER);
+        if !(saturated || behind) {
+            return;
+        }
+        let instant = std::time::Instant::now();
+        if self
+            .warned_load
+            .is_some_and(|at| instant.duration_since(at) < WARNING_INTERVAL)
+        {
+            return;
+        }
+        self.warned_load = Some(instant);
+        tracing::warn!(
+            instants = in_flight.instants(),
+            firings = in_flight.firings,
+            oldest_lag_ms = lag.map_or(0, |lag| lag.num_milliseconds()),
+            limit = MAX_INSTANTS_IN_FLIGHT,
+            "claims are falling behind: the store answers slower than slots come due; {}",
+            if saturated {
+                "timers are paused until claims come back, and the slots due meanwhile are accounted as missed \
+                 (or caught up) by the next claim of their task"
+            } else {
+                "slots start late"
+            }
+        );
     }
 }
 

@@ -66,6 +66,20 @@ pub trait SchedulerStrategy: Send + Sync + 'static {
     /// before any task is registered.
     async fn init(&self, worker_id: &str) -> Result<(), SchedulerError>;
 
+    /// Resolves when the strategy can no longer do its work (one of its background loops died): the
+    /// [`Scheduler`](crate::Scheduler) then stops and `run_until` returns this error, so a broken worker
+    /// stops loudly instead of staying up and idle. The default never resolves.
+    async fn failed(&self) -> SchedulerError {
+        std::future::pending().await
+    }
+
+    /// The best recent reading of the store's clock, if the strategy has one: the
+    /// [`Scheduler`](crate::Scheduler) runs its timers on it, so a worker whose clock is off still starts
+    /// slots on time. `None` (the default) leaves the timers on the worker's clock.
+    fn store_time(&self) -> Option<crate::clock::StoreTime> {
+        None
+    }
+
     /// Stops claiming, lets running handlers finish within the grace period, cancels the rest and
     /// releases their leases.
     async fn destroy(&self) -> Result<(), SchedulerError>;

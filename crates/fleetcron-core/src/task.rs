@@ -123,6 +123,75 @@ pub struct TaskPolicy {
     pub timeout: Duration,
 }
 
+impl TaskPolicy {
+    /// Checks every policy value against [`crate::limits`]: a zero or absurd timeout, catch-up window,
+    /// catch-up count or attempt count is refused here, never met at run time.
+    pub fn validate(&self, task_id: &str) -> Result<(), ConfigError> {
+        use crate::limits::{check_count, check_duration};
+        let field = |name: &str| format!("task {}: {name}", crate::limits::echo(task_id));
+        if self.timeout.is_zero() {
+            return Err(ConfigError::NotPositive {
+                task: task_id.to_owned(),
+                field: "timeout",
+            });
+        }
+        check_duration(
+            &field("timeout"),
+            self.timeout,
+            Duration::from_millis(1),
+            crate::limits::MAX_TIMEOUT,
+        )?;
+        match self.catch_up {
+            CatchUp::All { max: 0, .. } => {
+                return Err(ConfigError::NotPositive {
+                    task: task_id.to_owned(),
+                    field: "catch_up.max",
+                })
+            }
+            CatchUp::Latest { within } | CatchUp::All { within, .. } if within.is_zero() => {
+                return Err(ConfigError::NotPositive {
+                    task: task_id.to_owned(),
+                    field: "catch_up.within",
+                })
+            }
+            CatchUp::Latest { within } => check_duration(
+                &field("catch_up.within"),
+                within,
+                Duration::from_millis(1),
+                crate::limits::MAX_CATCH_UP_WITHIN,
+            )?,
+            CatchUp::All { within, max } => {
+                check_duration(
+                    &field("catch_up.within"),
+                    within,
+                    Duration::from_millis(1),
+                    crate::limits::MAX_CATCH_UP_WITHIN,
+                )?;
+                check_count(
+                    &field("catch_up.max"),
+                    u64::from(max),
+                    1,
+                    u64::from(crate::limits::MAX_CATCH_UP_RUNS),
+                )?;
+            }
+            CatchUp::Skip => {}
+        }
+        match self.on_abandon {
+            OnAbandon::Retry { max_attempts: 0 } => Err(ConfigError::NotPositive {
+                task: task_id.to_owned(),
+                field: "on_abandon.max_attempts",
+            }),
+            OnAbandon::Retry { max_attempts } => check_count(
+                &field("on_abandon.max_attempts"),
+                u64::from(max_attempts),
+                1,
+                u64::from(crate::limits::MAX_ATTEMPTS),
+            ),
+            OnAbandon::Forget => Ok(()),
+        }
+    }
+}
+
 /// An error returned by a task handler; the run is recorded `failed` with this message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
@@ -405,33 +474,7 @@ impl ScheduledTaskBuilder {
         })?;
         let zone = parse_timezone(&self.timezone)?;
         let schedule = Schedule::with_zone(&pattern, zone)?;
-        if self.policy.timeout.is_zero() {
-            return Err(ConfigError::NotPositive {
-                task: self.id,
-                field: "timeout",
-            });
-        }
-        match self.policy.catch_up {
-            CatchUp::All { max: 0, .. } => {
-                return Err(ConfigError::NotPositive {
-                    task: self.id,
-                    field: "catch_up.max",
-                })
-            }
-            CatchUp::Latest { within } | CatchUp::All { within, .. } if within.is_zero() => {
-                return Err(ConfigError::NotPositive {
-                    task: self.id,
-                    field: "catch_up.within",
-                })
-            }
-            _ => {}
-        }
-        if let OnAbandon::Retry { max_attempts: 0 } = self.policy.on_abandon {
-            return Err(ConfigError::NotPositive {
-                task: self.id,
-                field: "on_abandon.max_attempts",
-            });
-        }
+        self.policy.validate(&self.id)?;
         let handler = self.handler.ok_or_else(|| ConfigError::Missing {
             task: self.id.clone(),
             field: "handler",
@@ -504,5 +547,46 @@ mod tests {
             noop().on_abandon(OnAbandon::Retry { max_attempts: 0 }).build(),
             Err(ConfigError::NotPositive { .. })
         ));
+    }
+
+    #[test]
+    fn absurd_durations_and_counts_are_refused_with_the_bounds() {
+        let huge = Duration::from_secs(100_000_000 * 86_400);
+        let message = |result: Result<ScheduledTask, ConfigError>| match result {
+            Err(error @ ConfigError::OutOfRange { .. }) => error.to_string(),
+            other => panic!("expected OutOfRange, got {other:?}"),
+        };
+        assert_eq!(
+            message(noop().timeout(huge).build()),
+            "task \"t\": timeout = 100000000d is out of range: use 1ms to 365d"
+        );
+        assert!(message(noop().catch_up(CatchUp::Latest { within: huge }).build()).contains("catch_up.within"));
+        assert!(message(
+            noop()
+                .catch_up(CatchUp::All {
+                    within: Duration::from_secs(60),
+                    max: 1_000_000
+                })
+                .build()
+        )
+        .contains("catch_up.max = 1000000"));
+        assert!(message(noop().on_abandon(OnAbandon::Retry { max_attempts: 5000 }).build()).contains("max_attempts"));
+        assert!(noop()
+            .timeout(crate::limits::MAX_TIMEOUT)
+            .catch_up(CatchUp::Latest {
+                within: crate::limits::MAX_CATCH_UP_WITHIN
+            })
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_huge_id_is_not_echoed_whole() {
+        let id = "x".repeat(1 << 20);
+        let error = match validate_task_id(&id) {
+            Err(error) => error.to_string(),
+            Ok(()) => String::new(),
+        };
+        assert!(error.len() < 300, "{} bytes", error.len());
     }
 }

@@ -116,6 +116,8 @@ pub(crate) struct RunRow {
     pub(crate) task_id: String,
     pub(crate) kind: String,
     pub(crate) slot: Option<NaiveDateTime>,
+    pub(crate) slot_until: Option<NaiveDateTime>,
+    pub(crate) slot_count: Option<u64>,
     pub(crate) attempt: u32,
     pub(crate) fence: u64,
     pub(crate) worker: Option<String>,
@@ -141,6 +143,8 @@ impl RunRow {
         Ok(Self {
             kind: run.kind.as_str().to_owned(),
             slot: opt_to_db(run.slot, &what("slot"))?,
+            slot_until: opt_to_db(run.slot_until, &what("slot_until"))?,
+            slot_count: run.slot_count,
             attempt: run.attempt,
             fence: run.fence,
             claimed_at: opt_to_db(run.claimed_at, &what("claimed_at"))?,
@@ -164,6 +168,8 @@ impl RunRow {
             task_id: identity.task_id.clone(),
             kind: identity.kind.clone(),
             slot: identity.slot,
+            slot_until: identity.slot_until,
+            slot_count: identity.slot_count,
             attempt: identity.attempt,
             trigger_id: identity.trigger_id.clone(),
             fence: update.fence,
@@ -185,6 +191,8 @@ impl RunRow {
             .bind(self.task_id.as_str())
             .bind(self.kind.as_str())
             .bind(self.slot)
+            .bind(self.slot_until)
+            .bind(self.slot_count)
             .bind(self.attempt)
             .bind(self.fence)
             .bind(self.worker.as_deref())
@@ -206,6 +214,8 @@ pub(crate) struct RunIdentity {
     pub(crate) task_id: String,
     pub(crate) kind: String,
     pub(crate) slot: Option<NaiveDateTime>,
+    pub(crate) slot_until: Option<NaiveDateTime>,
+    pub(crate) slot_count: Option<u64>,
     pub(crate) attempt: u32,
     pub(crate) trigger_id: Option<String>,
 }
@@ -218,6 +228,8 @@ impl RunIdentity {
             task_id: text(row, "task_id")?,
             kind: text(row, "kind")?,
             slot: column(row, "slot")?,
+            slot_until: column(row, "slot_until")?,
+            slot_count: column(row, "slot_count")?,
             attempt: column(row, "attempt")?,
             trigger_id: opt_text(row, "trigger_id")?,
         })
@@ -305,6 +317,8 @@ pub(crate) fn decode_run(row: &MySqlRow) -> Result<RunRecord, StoreError> {
         task_id: text(row, "task_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
         slot: opt_from_db(column(row, "slot")?),
+        slot_until: opt_from_db(column(row, "slot_until")?),
+        slot_count: column(row, "slot_count")?,
         attempt: column(row, "attempt")?,
         fence: column(row, "fence")?,
         worker: opt_text(row, "worker")?,

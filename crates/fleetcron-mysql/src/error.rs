@@ -10,6 +10,7 @@ const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
 const ER_ACCESS_DENIED_ERROR: u16 = 1045;
 const ER_BAD_DB_ERROR: u16 = 1049;
 const ER_SERVER_SHUTDOWN: u16 = 1053;
+const ER_DUP_FIELDNAME: u16 = 1060;
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
 const ER_NO_SUCH_TABLE: u16 = 1146;
@@ -36,6 +37,13 @@ pub(crate) fn number(error: &sqlx::Error) -> Option<u16> {
 /// Whether the error is a unique or primary-key violation.
 pub(crate) fn is_duplicate(error: &sqlx::Error) -> bool {
     matches!(number(error), Some(ER_DUP_ENTRY | ER_DUP_ENTRY_WITH_KEY_NAME))
+}
+
+/// Whether an `ALTER TABLE … ADD COLUMN` failed because the column exists: the migration statement
+/// already took effect (MySQL's DDL commits on its own, so a migration cut short between its DDL and
+/// its version row is applied again).
+pub(crate) fn is_duplicate_column(error: &sqlx::Error) -> bool {
+    number(error) == Some(ER_DUP_FIELDNAME)
 }
 
 /// Whether InnoDB chose this transaction as a deadlock victim (and rolled all of it back).

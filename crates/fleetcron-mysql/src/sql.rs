@@ -24,7 +24,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this build writes and understands.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Table options of every table: InnoDB (row locks, transactions, crash safety), utf8mb4 text, binary
 /// collation (ids compare and sort byte by byte, as Rust strings do).
@@ -134,7 +134,7 @@ pub(crate) struct Sql {
 }
 
 /// The columns of a history row, in [`RunRecord`](fleetcron_core::RunRecord) order.
-const RUN_COLUMNS: &str = "run_id, task_id, kind, slot, attempt, fence, worker, trigger_id, \
+const RUN_COLUMNS: &str = "run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence, worker, trigger_id, \
      claimed_at, started_at, finished_at, status, reason, result, error";
 
 /// The store's now: the server's UTC clock plus the configured offset (µs, the first parameter), never
@@ -148,12 +148,13 @@ impl Sql {
         let tasks = format!("{prefix}tasks");
         let runs = format!("{prefix}runs");
         let schema = format!("{prefix}schema");
-        let migrations = vec![Migration {
-            version: 1,
-            description: "task state documents and run history",
-            statements: vec![
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {tasks} (
+        let migrations = vec![
+            Migration {
+                version: 1,
+                description: "task state documents and run history",
+                statements: vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {tasks} (
                         id           VARCHAR(128) NOT NULL,
                         state        LONGTEXT     NOT NULL,
                         enabled      BOOLEAN      NOT NULL,
@@ -162,9 +163,9 @@ impl Sql {
                         PRIMARY KEY (id),
                         KEY attention_at (attention_at)
                     ) {TABLE_OPTIONS}"
-                ),
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {runs} (
+                    ),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {runs} (
                         run_id      VARCHAR(64)     NOT NULL,
                         task_id     VARCHAR(128)    NOT NULL,
                         kind        VARCHAR(16)     NOT NULL,
@@ -184,14 +185,24 @@ impl Sql {
                         UNIQUE KEY slot_attempt (task_id, slot, attempt),
                         KEY task_run (task_id, run_id)
                     ) {TABLE_OPTIONS}"
-                ),
-            ],
-        }];
+                    ),
+                ],
+            },
+            Migration {
+                version: 2,
+                description: "range rows: one history row may account for a range of skipped or missed slots",
+                // One statement: MySQL's DDL is not transactional, and one ALTER applies whole or not at all.
+                statements: vec![format!(
+                    "ALTER TABLE {runs} ADD COLUMN slot_until DATETIME(3) NULL AFTER slot,
+                                   ADD COLUMN slot_count BIGINT UNSIGNED NULL AFTER slot_until"
+                )],
+            },
+        ];
 
         let id_list = |head: &str, tail: &str| MultiRow::values(head, "?", tail);
         let state_row = "(?, ?, ?, ?, ?)";
         let state_head = format!("INSERT INTO {tasks} (id, state, enabled, attention_at, updated_at) VALUES ");
-        let run_row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let run_row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let run_head = format!("INSERT INTO {runs} ({RUN_COLUMNS}) VALUES ");
         Self {
             migrations,
@@ -243,7 +254,7 @@ impl Sql {
             insert_runs: MultiRow::values(&run_head, run_row, ""),
             lock_runs: id_list(
                 &format!(
-                    "SELECT run_id, task_id, kind, slot, attempt, trigger_id
+                    "SELECT run_id, task_id, kind, slot, slot_until, slot_count, attempt, trigger_id
                      FROM {runs} FORCE INDEX (PRIMARY) WHERE run_id IN ("
                 ),
                 ") ORDER BY run_id FOR UPDATE",
@@ -300,7 +311,12 @@ mod tests {
             assert_eq!(migration.version, index as i64 + 1, "{}", migration.description);
             assert!(!migration.statements.is_empty());
             for statement in &migration.statements {
-                assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS"), "{statement}");
+                // Idempotent statements only (an ALTER is one statement whose duplicate-column error
+                // means it took effect).
+                assert!(
+                    statement.starts_with("CREATE TABLE IF NOT EXISTS") || statement.starts_with("ALTER TABLE"),
+                    "{statement}"
+                );
             }
         }
         assert_eq!(sql.migrations.last().map(|m| m.version), Some(SCHEMA_VERSION));
@@ -321,9 +337,9 @@ mod tests {
     fn multi_row_texts_repeat_the_row() {
         let sql = Sql::new("p_");
         assert_eq!(
-            sql.insert_runs
-                .text(4)
-                .map(|text| text.matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").count()),
+            sql.insert_runs.text(4).map(|text| text
+                .matches("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .count()),
             Some(4)
         );
         assert_eq!(

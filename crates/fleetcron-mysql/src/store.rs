@@ -749,12 +749,18 @@ impl MysqlStore {
             .into());
         }
         for migration in self.sql.migrations.iter().filter(|m| m.version > found) {
-            // DDL commits implicitly; every statement is idempotent, so a migration cut short is
+            // DDL commits implicitly; every statement is idempotent (CREATE … IF NOT EXISTS, or an
+            // ALTER whose duplicate-column error means it was applied), so a migration cut short is
             // simply applied again by the next caller.
             for statement in &migration.statements {
-                conn.execute(statement.as_str())
-                    .await
-                    .map_err(|error| self.fail(&format!("applying schema migration {}", migration.version), error))?;
+                match conn.execute(statement.as_str()).await {
+                    Ok(_) => {}
+                    // The statement took effect before (see `is_duplicate_column`).
+                    Err(error) if statement.starts_with("ALTER TABLE") && error::is_duplicate_column(&error) => {}
+                    Err(error) => {
+                        return Err(self.fail(&format!("applying schema migration {}", migration.version), error))
+                    }
+                }
             }
             sqlx::query(&self.sql.insert_schema_version)
                 .bind(migration.version)

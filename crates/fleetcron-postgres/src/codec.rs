@@ -187,6 +187,8 @@ pub(crate) struct RunBatch {
     pub(crate) task_id: Vec<String>,
     kind: Vec<&'static str>,
     pub(crate) slot: Vec<Option<Timestamp>>,
+    slot_until: Vec<Option<Timestamp>>,
+    slot_count: Vec<Option<i64>>,
     pub(crate) attempt: Vec<i32>,
     fence: Vec<i64>,
     worker: Vec<Option<String>>,
@@ -212,6 +214,9 @@ impl RunBatch {
         self.attempt.push(attempt_to_i32(run.attempt, &run.run_id)?);
         self.kind.push(run.kind.as_str());
         self.slot.push(run.slot);
+        self.slot_until.push(run.slot_until);
+        self.slot_count
+            .push(run.slot_count.map(|count| i64::try_from(count).unwrap_or(i64::MAX)));
         self.worker.push(clean_opt(run.worker));
         self.trigger_id.push(clean_opt(run.trigger_id));
         self.claimed_at.push(run.claimed_at);
@@ -238,6 +243,8 @@ impl RunBatch {
             .bind(self.task_id.as_slice())
             .bind(self.kind.as_slice())
             .bind(self.slot.as_slice())
+            .bind(self.slot_until.as_slice())
+            .bind(self.slot_count.as_slice())
             .bind(self.attempt.as_slice())
             .bind(self.fence.as_slice())
             .bind(self.worker.as_slice())
@@ -380,6 +387,10 @@ pub(crate) fn decode_run(row: &PgRow) -> Result<RunRecord, StoreError> {
         task_id: column(row, "task_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
         slot: column(row, "slot")?,
+        slot_until: column(row, "slot_until")?,
+        slot_count: column::<Option<i64>>(row, "slot_count")?
+            .map(|count| u64::try_from(count).map_err(|_| corrupt(format!("slot count {count} out of range"))))
+            .transpose()?,
         attempt: u32::try_from(attempt).map_err(|_| corrupt(format!("attempt {attempt} out of range")))?,
         fence: u64::try_from(fence).map_err(|_| corrupt(format!("fence {fence} out of range")))?,
         worker: column(row, "worker")?,

@@ -25,21 +25,22 @@ pub(crate) struct Migration {
 ///
 /// Identifier columns use the `"C"` collation: ids sort by their bytes, as in every other store, and
 /// the history's `run_id` order (UUIDv7: creation order) does not depend on the database's locale.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "task state documents and run history",
-    statements: &[
-        "CREATE TABLE {schema}.fleetcron_tasks (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "task state documents and run history",
+        statements: &[
+            "CREATE TABLE {schema}.fleetcron_tasks (
             id           text COLLATE \"C\" PRIMARY KEY,
             state        jsonb       NOT NULL,
             enabled      boolean     NOT NULL,
             attention_at timestamptz NULL,
             updated_at   timestamptz NOT NULL
         )",
-        // Partial: an idle fleet has almost no task waiting for attention, so the poll reads a tiny index.
-        "CREATE INDEX fleetcron_tasks_attention_at
+            // Partial: an idle fleet has almost no task waiting for attention, so the poll reads a tiny index.
+            "CREATE INDEX fleetcron_tasks_attention_at
             ON {schema}.fleetcron_tasks (attention_at) WHERE attention_at IS NOT NULL",
-        "CREATE TABLE {schema}.fleetcron_runs (
+            "CREATE TABLE {schema}.fleetcron_runs (
             run_id      text COLLATE \"C\" PRIMARY KEY,
             task_id     text COLLATE \"C\" NOT NULL,
             kind        text        NOT NULL,
@@ -57,9 +58,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             error       text        NULL,
             CONSTRAINT fleetcron_runs_slot_key UNIQUE (task_id, slot, attempt)
         )",
-        "CREATE INDEX fleetcron_runs_task_run ON {schema}.fleetcron_runs (task_id, run_id)",
-    ],
-}];
+            "CREATE INDEX fleetcron_runs_task_run ON {schema}.fleetcron_runs (task_id, run_id)",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "range rows: one history row may account for a range of skipped or missed slots",
+        statements: &[
+            "ALTER TABLE {schema}.fleetcron_runs ADD COLUMN IF NOT EXISTS slot_until timestamptz NULL",
+            "ALTER TABLE {schema}.fleetcron_runs ADD COLUMN IF NOT EXISTS slot_count bigint NULL",
+        ],
+    },
+];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: i32 = match MIGRATIONS.last() {
@@ -145,10 +155,11 @@ impl Statements {
         let tasks = format!("{q}.fleetcron_tasks");
         let runs = format!("{q}.fleetcron_runs");
         let versions = format!("{q}.fleetcron_schema");
-        let run_columns = "run_id, task_id, kind, slot, attempt, fence, worker, trigger_id, claimed_at, started_at, \
-                           finished_at, status, reason, result, error";
-        let select_run_columns = "run_id, task_id, kind, slot, attempt, fence, worker, trigger_id, claimed_at, \
-                                  started_at, finished_at, status, reason, result::text AS result, error";
+        let run_columns = "run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence, worker, trigger_id, \
+                           claimed_at, started_at, finished_at, status, reason, result, error";
+        let select_run_columns = "run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence, worker, \
+                                  trigger_id, claimed_at, started_at, finished_at, status, reason, \
+                                  result::text AS result, error";
         Self {
             create_schema: format!("CREATE SCHEMA IF NOT EXISTS {q}"),
             create_version_table: format!(
@@ -206,11 +217,11 @@ impl Statements {
             ),
             insert_runs: format!(
                 "INSERT INTO {runs} ({run_columns})
-                SELECT run_id, task_id, kind, slot, attempt, fence, worker, trigger_id, claimed_at, started_at,
-                       finished_at, status, reason, result::jsonb, error
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::int8[], $7::text[],
-                            $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[],
-                            $13::text[], $14::text[], $15::text[])
+                SELECT run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence, worker, trigger_id,
+                       claimed_at, started_at, finished_at, status, reason, result::jsonb, error
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int8[],
+                            $7::int4[], $8::int8[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+                            $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[])
                      AS u ({run_columns})"
             ),
             select_colliding_run: format!(

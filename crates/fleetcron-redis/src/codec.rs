@@ -67,6 +67,12 @@ impl EncodedRun {
         if let Some(slot) = slot_ms {
             fields.push(("slot", slot.to_string()));
         }
+        if let Some(until) = run.slot_until {
+            fields.push(("slot_until", to_ms(until).to_string()));
+        }
+        if let Some(count) = run.slot_count {
+            fields.push(("slot_count", count.to_string()));
+        }
         let (set, _) = mutable_fields(
             &run.run_id,
             MutableColumns {
@@ -275,6 +281,13 @@ pub(crate) fn decode_run(value: &Value) -> Result<RunRecord, StoreError> {
         task_id: required("task_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
         slot: instant("slot")?,
+        slot_until: instant("slot_until")?,
+        slot_count: get("slot_count")
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| corrupt(format!("slot_count = {text:?} is not a count")))
+            })
+            .transpose()?,
         attempt: attempt
             .parse()
             .map_err(|_| corrupt(format!("attempt {attempt:?} out of range")))?,
@@ -342,6 +355,8 @@ mod tests {
             task_id: "t".to_owned(),
             kind: RunKind::CatchUp,
             slot: Some(at),
+            slot_until: Some(at + Duration::seconds(60)),
+            slot_count: Some(61),
             attempt: 3,
             fence: u64::MAX,
             worker: Some("w".to_owned()),
@@ -360,6 +375,8 @@ mod tests {
 
         let bare = RunRecord {
             slot: None,
+            slot_until: None,
+            slot_count: None,
             worker: None,
             trigger_id: None,
             claimed_at: None,

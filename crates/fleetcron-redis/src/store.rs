@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 /// The newest schema version (key layout) this build of the Redis store writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 1: the key layout; 2: history rows may carry `slot_until` and `slot_count` (range rows), which an
+/// older build would misread as a row of one slot, so it must refuse the store.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How many times one mutation decides again for tasks that other workers changed meanwhile before it
 /// gives up with [`StoreError::Unavailable`] (the engine then retries with backoff).

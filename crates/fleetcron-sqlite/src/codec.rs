@@ -107,6 +107,8 @@ pub(crate) struct RunRow {
     pub(crate) task_id: String,
     pub(crate) kind: &'static str,
     pub(crate) slot: Option<i64>,
+    pub(crate) slot_until: Option<i64>,
+    pub(crate) slot_count: Option<i64>,
     pub(crate) attempt: i64,
     pub(crate) fence: i64,
     pub(crate) worker: Option<String>,
@@ -132,6 +134,8 @@ impl RunRow {
             fence: fence_to_i64(run.fence, &run.run_id)?,
             kind: run.kind.as_str(),
             slot: run.slot.map(to_ms),
+            slot_until: run.slot_until.map(to_ms),
+            slot_count: run.slot_count.map(|count| i64::try_from(count).unwrap_or(i64::MAX)),
             attempt: i64::from(run.attempt),
             claimed_at: run.claimed_at.map(to_ms),
             started_at: run.started_at.map(to_ms),
@@ -154,6 +158,8 @@ impl RunRow {
             .bind(self.task_id.as_str())
             .bind(self.kind)
             .bind(self.slot)
+            .bind(self.slot_until)
+            .bind(self.slot_count)
             .bind(self.attempt)
             .bind(self.fence)
             .bind(self.worker.as_deref())
@@ -249,6 +255,10 @@ pub(crate) fn decode_run(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         task_id: column(row, "task_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
         slot: opt_from_ms(column(row, "slot")?, "slot")?,
+        slot_until: opt_from_ms(column(row, "slot_until")?, "slot_until")?,
+        slot_count: column::<Option<i64>>(row, "slot_count")?
+            .map(|count| u64::try_from(count).map_err(|_| corrupt(format!("slot count {count} out of range"))))
+            .transpose()?,
         attempt: u32::try_from(attempt).map_err(|_| corrupt(format!("attempt {attempt} out of range")))?,
         fence: u64::try_from(fence).map_err(|_| corrupt(format!("fence {fence} out of range")))?,
         worker: column(row, "worker")?,

@@ -19,21 +19,22 @@ pub(crate) struct Migration {
 }
 
 /// The migrations, oldest first. Never edit a released migration: append a new one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "task state documents and run history",
-    statements: &[
-        "CREATE TABLE fleetcron_tasks (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "task state documents and run history",
+        statements: &[
+            "CREATE TABLE fleetcron_tasks (
             id           TEXT    PRIMARY KEY NOT NULL,
             state        TEXT    NOT NULL,
             enabled      INTEGER NOT NULL,
             attention_at INTEGER NULL,
             updated_at   INTEGER NOT NULL
         )",
-        // Partial: an idle fleet has almost no task waiting for attention, so the poll reads a tiny index.
-        "CREATE INDEX fleetcron_tasks_attention_at
+            // Partial: an idle fleet has almost no task waiting for attention, so the poll reads a tiny index.
+            "CREATE INDEX fleetcron_tasks_attention_at
             ON fleetcron_tasks (attention_at) WHERE attention_at IS NOT NULL",
-        "CREATE TABLE fleetcron_runs (
+            "CREATE TABLE fleetcron_runs (
             run_id      TEXT    PRIMARY KEY NOT NULL,
             task_id     TEXT    NOT NULL,
             kind        TEXT    NOT NULL,
@@ -51,9 +52,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             error       TEXT    NULL,
             UNIQUE (task_id, slot, attempt)
         )",
-        "CREATE INDEX fleetcron_runs_task_run ON fleetcron_runs (task_id, run_id)",
-    ],
-}];
+            "CREATE INDEX fleetcron_runs_task_run ON fleetcron_runs (task_id, run_id)",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "range rows: one history row may account for a range of skipped or missed slots",
+        statements: &[
+            "ALTER TABLE fleetcron_runs ADD COLUMN slot_until INTEGER NULL",
+            "ALTER TABLE fleetcron_runs ADD COLUMN slot_count INTEGER NULL",
+        ],
+    },
+];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: i64 = match MIGRATIONS.last() {
@@ -177,10 +187,10 @@ pub(crate) static UPSERT_STATES: MultiRow = MultiRow::new(
 /// text). Fails as a whole on a unique-key violation.
 pub(crate) static INSERT_RUNS: MultiRow = MultiRow::new(
     "INSERT INTO fleetcron_runs
-        (run_id, task_id, kind, slot, attempt, fence, worker, trigger_id,
+        (run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence, worker, trigger_id,
          claimed_at, started_at, finished_at, status, reason, result, error)
      VALUES ",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "",
 );
 
@@ -220,7 +230,8 @@ pub(crate) static UPDATE_RUNS: MultiRow = MultiRow::new(
 );
 
 /// A task's history, newest first: `?1` task id, `?2` exclusive upper run id or `NULL`, `?3` limit.
-pub(crate) const SELECT_RUNS: &str = "SELECT run_id, task_id, kind, slot, attempt, fence, worker, trigger_id,
+pub(crate) const SELECT_RUNS: &str = "SELECT run_id, task_id, kind, slot, slot_until, slot_count, attempt, fence,
+           worker, trigger_id,
            claimed_at, started_at, finished_at, status, reason, result, error
     FROM fleetcron_runs
     WHERE task_id = ?1 AND (?2 IS NULL OR run_id < ?2)

@@ -129,6 +129,14 @@ impl SchedulerStrategy for DefaultSchedulerStrategy {
         self.inner.destroy().await
     }
 
+    async fn failed(&self) -> SchedulerError {
+        self.inner.failed().await
+    }
+
+    fn store_time(&self) -> Option<StoreTime> {
+        self.inner.store_time()
+    }
+
     async fn register_task(&self, task: ScheduledTask) -> Result<Registration, SchedulerError> {
         self.inner.register_task(task).await
     }

@@ -220,3 +220,34 @@ async fn mysql_urls_select_the_mysql_backend() {
         eprintln!("note: could not drop the test tables {prefix}*");
     }
 }
+
+/// The facade hands the engine's health and clock through: its timers run on the store's clock, and a
+/// refused setting stops it at start.
+#[tokio::test]
+async fn the_facade_passes_the_store_clock_and_failures_through() {
+    let strategy = DefaultSchedulerStrategy::connect("memory://").await.expect("memory");
+    assert!(
+        strategy.store_time().is_none(),
+        "no reading before the first store call"
+    );
+    strategy.init("w").await.expect("init");
+    strategy
+        .register_tasks(Vec::new())
+        .await
+        .expect("an empty registration still reads the store");
+    strategy.trigger_task("missing").await.ok();
+    let reading = strategy.store_time().expect("a reading of the store's clock");
+    assert!((reading.now() - chrono::Utc::now()).num_milliseconds().abs() < 1000);
+    strategy.destroy().await.expect("destroy");
+
+    let refused = DefaultSchedulerStrategy::connect_with(
+        "memory://",
+        fleetcron::EngineConfig::default().lease(std::time::Duration::from_secs(10 * 86_400)),
+    )
+    .await
+    .expect("connect");
+    match refused.init("w").await {
+        Err(fleetcron::SchedulerError::Config(error)) => assert!(error.to_string().contains("engine.lease"), "{error}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}

@@ -264,9 +264,13 @@ fn check_task(task: &TaskUnderTest, log: &[&LogLine], evidence: &Evidence<'_>, v
 
     // Slot by slot.
     let mut rows_by_slot: BTreeMap<DateTime<Utc>, Vec<&RunRecord>> = BTreeMap::new();
+    // Rows that account for a range of skipped or missed slots: each covers every slot in its range.
+    let mut ranges: Vec<&RunRecord> = Vec::new();
     for run in task.runs.iter().filter(|run| run.kind != RunKind::Manual) {
-        if let Some(slot) = run.slot {
-            rows_by_slot.entry(slot).or_default().push(run);
+        match (run.slot, run.slot_until) {
+            (Some(_), Some(_)) => ranges.push(run),
+            (Some(slot), None) => rows_by_slot.entry(slot).or_default().push(run),
+            (None, _) => {}
         }
     }
     let mut log_by_slot: HashMap<DateTime<Utc>, HashSet<&str>> = HashMap::new();
@@ -275,14 +279,33 @@ fn check_task(task: &TaskUnderTest, log: &[&LogLine], evidence: &Evidence<'_>, v
             log_by_slot.entry(slot).or_default().insert(line.run_id.as_str());
         }
     }
-    if let (Some(schedule), Some(&first)) = (&task.schedule, rows_by_slot.keys().next()) {
+    let first_row = rows_by_slot
+        .keys()
+        .next()
+        .copied()
+        .into_iter()
+        .chain(ranges.iter().filter_map(|run| run.slot))
+        .min();
+    if let (Some(schedule), Some(first)) = (&task.schedule, first_row) {
         let mut expected = vec![first];
         if evidence.until > first {
             expected.extend(schedule.slots_between(first, evidence.until, MAX_SLOTS_PER_TASK));
         }
         for slot in expected {
             verdict.slots += 1;
-            let rows = rows_by_slot.get(&slot).map(Vec::as_slice).unwrap_or_default();
+            let mut rows: Vec<&RunRecord> = rows_by_slot.get(&slot).cloned().unwrap_or_default();
+            let covering = ranges.iter().filter(|run| run.covers(slot)).count();
+            rows.extend(ranges.iter().filter(|run| run.covers(slot)).copied());
+            if covering > 0 && rows.len() > 1 {
+                verdict.duplicates += 1;
+                verdict.problem(format!(
+                    "{id} slot {} is accounted for twice: a range row and {} other row(s)",
+                    show(slot),
+                    rows.len() - 1
+                ));
+                continue;
+            }
+            let rows = rows.as_slice();
             let started_rows: Vec<&&RunRecord> = rows.iter().filter(|run| started(run.status)).collect();
             let logged_runs = log_by_slot.get(&slot).map_or(0, HashSet::len);
             let logged_twice = started_rows
@@ -400,6 +423,8 @@ mod tests {
                 RunKind::Manual
             },
             slot: slot.map(at),
+            slot_until: None,
+            slot_count: None,
             attempt: 1,
             fence,
             worker: Some("w".to_owned()),

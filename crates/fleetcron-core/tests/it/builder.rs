@@ -32,7 +32,7 @@ fn duplicate_ids_and_missing_strategy_are_refused() {
         .strategy(strategy)
         .task(task("fleetcron.retention"))
         .build();
-    assert!(matches!(reserved, Err(ConfigError::DuplicateTaskId(_))));
+    assert!(matches!(reserved, Err(ConfigError::ReservedTaskId(_))));
     let strategy = MemoryStrategy::new(Arc::new(MemoryStore::new()));
     let bad_worker = Scheduler::builder().strategy(strategy).worker_id("has space").build();
     assert!(matches!(bad_worker, Err(ConfigError::Invalid(_))));

@@ -879,3 +879,16 @@ async fn table_prefixes_keep_stores_apart_in_one_database() {
         assert_eq!(collation, "utf8mb4_bin", "{name}");
     }
 }
+
+/// Enabling after 30 days disabled is one range row in one transaction, in bounded work.
+#[tokio::test]
+async fn enabling_after_a_long_disable_is_bounded() {
+    let Some(db) = TestDb::create("enabling_after_a_long_disable_is_bounded").await else {
+        return;
+    };
+    let store = store(&db).await;
+    let elapsed = fleetcron_conformance::store_cases::enabling_after_a_long_disable_is_bounded(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!("MySQL/MariaDB: enabling after 30 days disabled took {elapsed:?}");
+}

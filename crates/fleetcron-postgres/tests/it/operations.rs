@@ -860,6 +860,8 @@ async fn an_instant_postgresql_cannot_store_is_refused_not_retried() {
     for slot in [chrono::DateTime::<Utc>::MIN_UTC, chrono::DateTime::<Utc>::MAX_UTC] {
         let mut record = Some(RunRecord {
             slot: Some(slot),
+            slot_until: None,
+            slot_count: None,
             ..run("t", "r1", None, 1, RunStatus::Running)
         });
         let result = store
@@ -895,4 +897,16 @@ async fn claims_leave_out_tasks_already_accounted_for() {
         .await
         .unwrap_or_else(|problem| panic!("{problem}"));
     assert_eq!(left_out, ["acc", "frac", "past"]);
+}
+
+/// Enabling after 30 days disabled is one range row in one transaction, in bounded work.
+#[tokio::test]
+async fn enabling_after_a_long_disable_is_bounded() {
+    require_server!("enabling_after_a_long_disable_is_bounded");
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    let elapsed = fleetcron_conformance::store_cases::enabling_after_a_long_disable_is_bounded(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!("PostgreSQL: enabling after 30 days disabled took {elapsed:?}");
 }

@@ -687,3 +687,16 @@ async fn the_idle_poll_is_one_short_round_trip() {
         times[197].as_secs_f64() * 1e3
     );
 }
+
+/// Enabling after 30 days disabled is one range row in one script, in bounded work.
+#[tokio::test]
+async fn enabling_after_a_long_disable_is_bounded() {
+    let Some(ns) = Namespace::new("enabling_after_a_long_disable_is_bounded").await else {
+        return;
+    };
+    let store = ns.store().await;
+    let elapsed = fleetcron_conformance::store_cases::enabling_after_a_long_disable_is_bounded(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!("Redis: enabling after 30 days disabled took {elapsed:?}");
+}

@@ -694,3 +694,14 @@ async fn claims_leave_out_tasks_already_accounted_for() {
         .unwrap_or_else(|problem| panic!("{problem}"));
     assert_eq!(left_out, ["acc", "past"]);
 }
+
+/// Enabling after 30 days disabled is one range row in one transaction, in bounded work.
+#[tokio::test]
+async fn enabling_after_a_long_disable_is_bounded() {
+    let db = test_db();
+    let store = store(&db.path).await;
+    let elapsed = fleetcron_conformance::store_cases::enabling_after_a_long_disable_is_bounded(&store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!("SQLite: enabling after 30 days disabled took {elapsed:?}");
+}
