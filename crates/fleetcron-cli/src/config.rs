@@ -25,6 +25,11 @@ use toml::Spanned;
 
 /// Default bound of each of stdout, stderr and an HTTP body kept in a run's result.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 4096;
+/// Largest `params` of a task, in bytes of JSON. Commands get them in an environment variable (or a
+/// file, see `exec.rs`), and a run must never fail to start because of its own configuration.
+pub const MAX_PARAMS_BYTES: usize = 1024 * 1024;
+/// Longest time between SIGTERM and SIGKILL for a cancelled command.
+pub const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
 /// Default time between SIGTERM and SIGKILL for a cancelled command.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -131,15 +136,29 @@ pub fn load(path: &std::path::Path) -> Result<DaemonConfig, Vec<Issue>> {
 
 struct Walker<'t> {
     text: &'t str,
+    /// Byte offset of the start of every line, so a position costs a binary search, not a scan of the
+    /// file: validating 100,000 tasks stays linear in the file's size.
+    line_starts: Vec<usize>,
     issues: Vec<Issue>,
 }
 
-impl Walker<'_> {
+impl<'t> Walker<'t> {
+    fn new(text: &'t str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(index, _)| index + 1))
+            .collect();
+        Self {
+            text,
+            line_starts,
+            issues: Vec::new(),
+        }
+    }
+
     fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |rest| rest.chars().count()) + 1;
+        let line = self.line_starts.partition_point(|start| *start <= offset).max(1);
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let column = self.text.get(start..offset).map_or(0, |part| part.chars().count()) + 1;
         (line, column)
     }
 
@@ -346,10 +365,7 @@ const HTTP_KEYS: &[&str] = &["method", "url", "headers", "body", "expect_status"
 
 /// Validates the text of a configuration file.
 pub fn parse(text: &str) -> Result<DaemonConfig, Vec<Issue>> {
-    let mut walker = Walker {
-        text,
-        issues: Vec::new(),
-    };
+    let mut walker = Walker::new(text);
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(error) => {
@@ -464,14 +480,22 @@ fn parse_engine(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>) -> Engine
             _ => {}
         }
     }
-    if config.heartbeat_interval.is_some_and(|beat| beat >= config.lease) {
-        if let Some(item) = get(table, "heartbeat_interval") {
-            walker.issue(
-                &item.span(),
-                "engine.heartbeat_interval",
-                "must be shorter than engine.lease",
-            );
-        }
+    // The library's own check, so `--check` refuses exactly what the engine would refuse at start
+    // (bounds of every setting, a heartbeat that cannot keep the lease), located on the offending key.
+    if let Err(error) = config.validate() {
+        let message = error.to_string();
+        let names = |key: &str| [format!("engine.{key} "), format!("engine.{key}.")];
+        let span = ENGINE_KEYS
+            .iter()
+            .filter(|key| names(key).iter().any(|name| message.starts_with(name.as_str())))
+            .chain(
+                ENGINE_KEYS
+                    .iter()
+                    .filter(|key| names(key).iter().any(|name| message.contains(name.as_str()))),
+            )
+            .find_map(|key| get(table, key).map(|item| (format!("engine.{key}"), item.span())))
+            .unwrap_or_else(|| ("engine".to_owned(), value.span()));
+        walker.issue(&span.1, &span.0, message);
     }
     config
 }
@@ -850,8 +874,16 @@ fn parse_task(
                 .and_then(|v| walker.string(v, &field("workdir")))
                 .map(PathBuf::from);
             let env = get(table, "env").map_or_else(Vec::new, |v| walker.string_map(v, &field("env")));
-            let kill_grace =
-                get(table, "kill_grace").map_or(Some(DEFAULT_KILL_GRACE), |v| walker.duration(v, &field("kill_grace")));
+            let kill_grace = get(table, "kill_grace").map_or(Some(DEFAULT_KILL_GRACE), |v| {
+                let grace = walker.duration(v, &field("kill_grace"))?;
+                match fleetcron::limits::check_duration(&field("kill_grace"), grace, Duration::ZERO, MAX_KILL_GRACE) {
+                    Ok(()) => Some(grace),
+                    Err(error) => {
+                        walker.issue(&v.span(), &field("kill_grace"), error.to_string());
+                        None
+                    }
+                }
+            });
             Some(Action::Command {
                 argv: argv?,
                 workdir,
@@ -860,6 +892,40 @@ fn parse_task(
             })
         }
     };
+    if let (Some(id), Some(timeout), Some(overlap), Some(catch_up), Some(on_abandon)) =
+        (id.as_deref(), timeout, overlap, catch_up, on_abandon)
+    {
+        if id == fleetcron::scheduler::RETENTION_TASK_ID {
+            let span = get(table, "id").map_or(value.span(), Spanned::span);
+            walker.issue(
+                &span,
+                &field("id"),
+                fleetcron::ConfigError::ReservedTaskId(id.to_owned()).to_string(),
+            );
+        }
+        // The library's own bounds on the policies, as the task builder applies them at start.
+        let policy = fleetcron::TaskPolicy {
+            overlap,
+            catch_up,
+            on_abandon,
+            timeout,
+        };
+        if let Err(error) = policy.validate(id) {
+            walker.issue(&value.span(), &base, error.to_string());
+        }
+    }
+    let params_bytes = params.to_string().len();
+    if params_bytes > MAX_PARAMS_BYTES {
+        let span = get(table, "params").map_or(value.span(), Spanned::span);
+        walker.issue(
+            &span,
+            &field("params"),
+            format!(
+                "is {params_bytes} bytes as JSON, more than the {MAX_PARAMS_BYTES} a run can be handed; keep large \
+                 data in a file the task reads"
+            ),
+        );
+    }
     if walker.issues.len() != before {
         return None;
     }

@@ -164,10 +164,88 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The outcome of a reload.
+enum Reloaded {
+    /// The new generation runs; the old one is to be stopped.
+    Started {
+        /// The new generation.
+        next: Box<Generation>,
+        /// Its number of tasks.
+        tasks: usize,
+    },
+    /// The file was invalid or the new generation could not start: the old one keeps running.
+    Refused,
+}
+
+/// Reads the file again (on a blocking thread: a file of 100,000 tasks takes a while) and starts the
+/// new generation on the same store.
+async fn reload_generation(
+    path: PathBuf,
+    file_names_store: bool,
+    url: String,
+    worker_id: Option<String>,
+    client: reqwest::Client,
+) -> Reloaded {
+    let parse_path = path.clone();
+    let parsed = match tokio::task::spawn_blocking(move || config::load(&parse_path)).await {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            tracing::error!(%error, "reload refused: reading the file failed; the running configuration stays");
+            return Reloaded::Refused;
+        }
+    };
+    let new_config = match parsed {
+        Ok(new_config) => new_config,
+        Err(issues) => {
+            for issue in &issues {
+                tracing::error!(file = %path.display(), line = issue.line, column = issue.column,
+                    field = %issue.field, "{}", issue.message);
+            }
+            tracing::error!(
+                problems = issues.len(),
+                "reload refused: the file is invalid; the running configuration stays"
+            );
+            return Reloaded::Refused;
+        }
+    };
+    if file_names_store && new_config.store.as_deref().unwrap_or(DEFAULT_STORE) != url {
+        tracing::warn!("the file names another store; a reload keeps the current one (restart to switch)");
+    }
+    match start(&new_config, &url, worker_id, &client).await {
+        Ok(next) => Reloaded::Started {
+            next: Box::new(next),
+            tasks: new_config.tasks.len(),
+        },
+        Err(error) => {
+            tracing::error!(%error, "reload failed; the running configuration stays");
+            Reloaded::Refused
+        }
+    }
+}
+
 /// Runs the daemon (or, with `--check`, validates its file).
 pub async fn run(args: RunArgs) -> CliResult {
     let config = config::load(&args.config).map_err(|issues| report_issues(&args.config, &issues))?;
     if args.check {
+        // Everything `run` would refuse before touching the store: the tasks as the library builds
+        // them, the engine settings and the scheduler's own checks (ids, worker id).
+        let client = reqwest::Client::new();
+        let tasks = build_tasks(&config, &client)?;
+        config
+            .engine
+            .validate()
+            .map_err(|error| CliError::usage(format!("{}: {error}", args.config.display())))?;
+        let mut builder = Scheduler::builder()
+            .strategy(fleetcron::MemoryStrategy::new(std::sync::Arc::new(
+                fleetcron::MemoryStore::new(),
+            )))
+            .tasks(tasks);
+        if let Some(id) = args.worker_id.clone().or_else(|| config.worker_id.clone()) {
+            builder = builder.worker_id(id);
+        }
+        builder
+            .build()
+            .map_err(|error| CliError::usage(format!("{}: {error}", args.config.display())))?;
         say(&format!(
             "{}: valid ({} task{})",
             args.config.display(),
@@ -207,40 +285,42 @@ pub async fn run(args: RunArgs) -> CliResult {
         "fleetcron daemon running"
     );
     let mut reloads = 0u32;
+    // A reload (parsing the file, then starting the new generation) runs beside this loop, never in
+    // it: a big file must not delay SIGTERM. Dropping it (at shutdown) drops the new generation's stop
+    // handle, which stops that generation by itself.
+    let mut reload: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Reloaded> + Send>>> = None;
     loop {
         tokio::select! {
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = hangup.recv() => {
-                let new_config = match config::load(&args.config) {
-                    Ok(new_config) => new_config,
-                    Err(issues) => {
-                        for issue in &issues {
-                            tracing::error!(file = %args.config.display(), line = issue.line, column = issue.column,
-                                field = %issue.field, "{}", issue.message);
-                        }
-                        tracing::error!(problems = issues.len(), "reload refused: the file is invalid; the running configuration stays");
-                        continue;
-                    }
-                };
-                if args.store.is_none() && new_config.store.as_deref().unwrap_or(DEFAULT_STORE) != url {
-                    tracing::warn!(store = %url, "the file names another store; a reload keeps the current one (restart to switch)");
+                if reload.is_some() {
+                    tracing::warn!("SIGHUP while a reload is in progress: it will be the configuration read now");
+                    continue;
                 }
-                reloads += 1;
                 // Each generation is a distinct worker in the store, so leases never mix.
-                let id = base_id.as_ref().map(|id| format!("{id}.r{reloads}"));
-                match start(&new_config, &url, id, &client).await {
-                    Ok(next) => {
-                        let old = std::mem::replace(&mut generation, next);
-                        tracing::info!(worker = generation.scheduler.worker_id(), tasks = new_config.tasks.len(),
+                let id = base_id.as_ref().map(|id| format!("{id}.r{}", reloads + 1));
+                reload = Some(Box::pin(reload_generation(
+                    args.config.clone(),
+                    args.store.is_none(),
+                    url.clone(),
+                    id,
+                    client.clone(),
+                )));
+            }
+            reloaded = async { match reload.as_mut() { Some(future) => future.await, None => std::future::pending().await } } => {
+                reload = None;
+                match reloaded {
+                    Reloaded::Started { next, tasks } => {
+                        reloads += 1;
+                        let old = std::mem::replace(&mut generation, *next);
+                        tracing::info!(worker = generation.scheduler.worker_id(), tasks,
                             "configuration reloaded; stopping the previous generation");
                         if let Err(error) = old.stop().await {
                             tracing::error!(%error, "the previous generation did not stop cleanly");
                         }
                     }
-                    Err(error) => {
-                        tracing::error!(%error, "reload failed; the running configuration stays");
-                    }
+                    Reloaded::Refused => {}
                 }
             }
             joined = &mut generation.handle => {

@@ -134,7 +134,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Schedule(command) => schedule_cmd::run(command),
-        Command::Run(args) => runtime()?.block_on(daemon::run(args)),
+        Command::Run(args) => {
+            let runtime = runtime()?;
+            let outcome = runtime.block_on(daemon::run(args));
+            // A reload still parsing a big file on a blocking thread must not hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            outcome
+        }
         Command::Tasks(command) => {
             init_tracing("error");
             runtime()?.block_on(admin::tasks(command))

@@ -31,7 +31,14 @@ const CASES: &[(&str, &str)] = &[
     ("[engine]\nlease = 30\n", "2:9: engine.lease: expected a string, found integer"),
     ("[engine]\npoll_interval = \"0s\"\n", "2:17: engine.poll_interval: must be greater than zero"),
     ("[engine]\nleese = \"1s\"\n", "2:1: engine.leese: unknown key"),
-    ("[engine]\nlease = \"2s\"\nheartbeat_interval = \"3s\"\n", "3:22: engine.heartbeat_interval: must be shorter than engine.lease"),
+    ("[engine]\nlease = \"2s\"\nheartbeat_interval = \"3s\"\n", "3:22: engine.heartbeat_interval: engine.heartbeat_interval = 3s cannot keep engine.lease = 2s"),
+    ("[engine]\nheartbeat_interval = \"20s\"\n", "2:22: engine.heartbeat_interval: engine.heartbeat_interval = 20s cannot keep engine.lease = 30s"),
+    ("[engine]\nlease = \"100000000d\"\n", "2:9: engine.lease: engine.lease = 100000000d is out of range: use 100ms to 1d"),
+    ("[engine]\ncancel_grace = \"30d\"\n", "2:16: engine.cancel_grace: engine.cancel_grace = 30d is out of range"),
+    ("[[task]]\nid = \"t\"\nschedule = \"* * * * *\"\nshell = \"true\"\ntimeout = \"400d\"\n", "1:1: task[0]: task \"t\": timeout = 400d is out of range: use 1ms to 365d"),
+    ("[[task]]\nid = \"t\"\nschedule = \"* * * * *\"\nshell = \"true\"\ncatch_up = { policy = \"latest\", within = \"100000d\" }\n", "task \"t\": catch_up.within = 100000d is out of range"),
+    ("[[task]]\nid = \"fleetcron.retention\"\nschedule = \"* * * * *\"\nshell = \"true\"\n", "2:6: task[0].id: task id \"fleetcron.retention\" is reserved"),
+    ("[[task]]\nid = \"t\"\nschedule = \"* * * * *\"\nshell = \"true\"\nkill_grace = \"2h\"\n", "5:14: task[0].kill_grace: task[0].kill_grace = 2h is out of range"),
     ("[engine]\nretention = { keep_last = 0 }\n", "engine.retention.keep_last: 0 is out of range"),
     ("[engine]\nclaim_parallelism = 0\n", "engine.claim_parallelism: 0 is out of range"),
     ("[[task]]\nschedule = \"* * * * *\"\nshell = \"true\"\n", "1:1: task[0].id: is required"),
@@ -77,6 +84,56 @@ fn every_problem_has_its_message_line_and_field() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn params_too_large_to_hand_to_a_run_are_refused() {
+    let big = "x".repeat(fleetcron_cli_max_params() + 1);
+    let text = format!("{OK_TASK}shell = \"true\"\nparams = {{ blob = \"{big}\" }}\n");
+    let out = check(&text);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("task[0].params: is "), "{}", out.stderr);
+    assert!(
+        out.stderr.len() < 2000,
+        "the blob is not echoed: {} bytes",
+        out.stderr.len()
+    );
+}
+
+/// The bound of `params` (the daemon's `MAX_PARAMS_BYTES`, 1 MiB).
+fn fleetcron_cli_max_params() -> usize {
+    1024 * 1024
+}
+
+/// `--check` on tens of thousands of tasks is linear in the file's size: every position is a binary
+/// search, not a scan from the top of the file (which took minutes, quadratically). The bound is loose:
+/// an unoptimised build on a shared machine; the closing note has the release figure for 100,000.
+#[test]
+fn checking_thirty_thousand_tasks_is_linear() {
+    let mut text = String::with_capacity(3_300_000);
+    for index in 0..30_000 {
+        text.push_str(&format!(
+            "[[task]]\nid = \"task-{index:06}\"\nschedule = \"*/5 * * * *\"\ncommand = [\"/bin/true\"]\n\n"
+        ));
+    }
+    // One problem at the very end: its line number must still be right.
+    text.push_str("[[task]]\nid = \"last\"\nschedule = \"bad\"\nshell = \"true\"\n");
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fleetcron.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let out = run(
+        &["run", "--config", path.to_str().expect("utf-8 path"), "--check"],
+        Duration::from_secs(90),
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(":150003:12: task[30000].schedule"),
+        "{}",
+        out.stderr
+    );
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }
 
 #[test]

@@ -127,6 +127,40 @@ fn sighup_reload_adds_a_task_without_losing_or_repeating_a_slot() {
     );
 }
 
+/// SIGTERM is never delayed by a reload of a big file: the file is parsed and the new generation
+/// started beside the signal loop, and a shutdown abandons an unfinished reload.
+#[test]
+fn sigterm_during_a_big_reload_is_not_delayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(&dir.path().join("big-reload.db"));
+    let config = write_config(dir.path(), "big.toml", &config_text(&url, dir.path(), false));
+    let daemon = Daemon::start(dir.path(), &config, "big-reload");
+    wait_until(Duration::from_secs(15), "the daemon to run", || {
+        daemon.log_text().contains("fleetcron daemon running")
+    });
+    // 40,000 yearly tasks: seconds to parse (and to register) in a test build.
+    let mut text = config_text(&url, dir.path(), false);
+    for index in 0..40_000 {
+        text.push_str(&format!(
+            "[[task]]\nid = \"yearly-{index:05}\"\nschedule = \"0 0 1 1 *\"\nshell = \"true\"\n"
+        ));
+    }
+    write_config(dir.path(), "big.toml", &text);
+    daemon.signal("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    let log = daemon.stop();
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "SIGTERM took {took:?} with a reload in progress\n{log}"
+    );
+    assert!(
+        !log.contains("configuration reloaded"),
+        "the reload was abandoned: {log}"
+    );
+}
+
 #[test]
 fn three_daemons_one_killed_every_slot_once() {
     let dir = tempfile::tempdir().expect("tempdir");
