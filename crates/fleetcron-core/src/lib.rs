@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod memory;
 pub mod model;
+pub mod redact;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;
@@ -24,6 +25,7 @@ pub use model::{
     LastRun, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
     Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
 };
+pub use redact::{redact_url, Secrets, StoreLabel};
 pub use schedule::Schedule;
 pub use scheduler::{Scheduler, SchedulerBuilder};
 pub use store::{Decide, Mutation, Store};
