@@ -218,6 +218,34 @@ fn redact_parts(url: &str) -> String {
     out
 }
 
+/// Whether `url` has an `@` after the end of its authority (a `/`, `?` or `#` in front of it): either a
+/// password holding unencoded `/ ? #` — which a driver would split in the wrong place, connecting to a
+/// host made of a piece of the password — or an `@` in a path or query value. Backends refuse such URLs
+/// with [`AMBIGUOUS_USERINFO`].
+pub fn has_ambiguous_userinfo(url: &str) -> bool {
+    let Some((_, body)) = url.split_once("://") else {
+        return false;
+    };
+    match (body.find(['/', '?', '#']), body.rfind('@')) {
+        (Some(end), Some(at)) => at > end,
+        _ => false,
+    }
+}
+
+/// What to do about a URL [`has_ambiguous_userinfo`] refuses.
+pub const AMBIGUOUS_USERINFO: &str = "it has an '@' after a '/', '?' or '#': percent-encode those characters in \
+     the password (/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A) and an '@' in a parameter value as %40";
+
+/// The error text for a query parameter a backend does not know: names it (escaped, bounded — never its
+/// value) and lists the accepted ones.
+pub fn unknown_parameter(name: &str, accepted: &[&str]) -> String {
+    format!(
+        "unknown parameter {:?} in the store URL; accepted: {}",
+        truncate(&escape_controls(name), 64),
+        accepted.join(", ")
+    )
+}
+
 /// Control characters (newlines, escapes) as `\n`, `\u{1b}`: a label stays one line and cannot drive a
 /// terminal.
 fn escape_controls(text: &str) -> String {
@@ -649,6 +677,33 @@ mod tests {
         let label = StoreLabel::new("leaky u:hunter22@h", "postgres://u:hunter22@h/db");
         assert_eq!(label.as_str(), "leaky u:***@h");
         assert_eq!(StoreLabel::of_url("redis://:hunter22@h").as_str(), "redis://:***@h");
+    }
+
+    #[test]
+    fn ambiguous_userinfo() {
+        for url in [
+            "postgres://u:a/b@h/db",
+            "redis://:a?b@h",
+            "mysql://u:a#b@h/db",
+            "postgres://u@h/db?x=a@b",
+        ] {
+            assert!(has_ambiguous_userinfo(url), "{url}");
+        }
+        for url in [
+            "postgres://u:a@b:c@h/db",
+            "postgres://u:a%2Fb@h/db",
+            "sqlite:///a@b",
+            "redis://h",
+            "x",
+        ] {
+            assert!(!has_ambiguous_userinfo(url), "{url}");
+        }
+        let message = unknown_parameter(&format!("Sch\nema{}", "x".repeat(1000)), &["schema", "sslmode"]);
+        assert!(message.starts_with("unknown parameter \"Sch\\\\nemaxx"), "{message}");
+        assert!(
+            message.len() < 200 && message.ends_with("accepted: schema, sslmode"),
+            "{message}"
+        );
     }
 
     #[test]

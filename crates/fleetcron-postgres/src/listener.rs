@@ -8,6 +8,7 @@
 //! [`RECYCLE_AFTER`] is replaced, so a connection that died without a reset (a black-holed network)
 //! delays pushes by at most that long — polling still finds everything meanwhile.
 
+use fleetcron_core::StoreLabel;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -30,8 +31,8 @@ pub(crate) struct ListenConfig {
     pub(crate) channel: String,
     /// How long connecting and `LISTEN` may take.
     pub(crate) timeout: Duration,
-    /// The store, for logs.
-    pub(crate) label: String,
+    /// The store, for logs (and to scrub driver messages).
+    pub(crate) label: StoreLabel,
 }
 
 /// Runs until aborted (the store aborts it when dropped).
@@ -51,7 +52,7 @@ pub(crate) async fn run(config: ListenConfig, sender: broadcast::Sender<String>)
             Err(error) => {
                 tracing::warn!(
                     store = %config.label,
-                    %error,
+                    error = %config.label.scrub(&error.to_string()),
                     retry_in_ms = backoff.as_millis() as u64,
                     "cannot listen for trigger notifications; polling meanwhile"
                 );
@@ -103,7 +104,8 @@ async fn forward(listener: &mut PgListener, sender: &broadcast::Sender<String>, 
                 return;
             }
             Ok(Err(error)) => {
-                tracing::warn!(store = %config.label, %error, "listening connection failed; reconnecting");
+                tracing::warn!(store = %config.label, error = %config.label.scrub(&error.to_string()),
+                    "listening connection failed; reconnecting");
                 return;
             }
             Err(_) => {
