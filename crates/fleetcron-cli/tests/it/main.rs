@@ -11,4 +11,5 @@ mod demo;
 mod fleet;
 mod multiprocess;
 mod schedule;
+mod task_secrets;
 mod torture;
