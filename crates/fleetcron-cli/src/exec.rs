@@ -320,6 +320,12 @@ pub fn http_secrets(action: &Action) -> Secrets {
         Ok(parsed) => {
             add("user", parsed.username());
             add("password", parsed.password().unwrap_or_default());
+            if let Some(password) = parsed.password() {
+                // reqwest sends the userinfo as `Authorization: Basic base64(user:password)`, decoded.
+                let decode = |text: &str| fleetcron::redact::percent_decode_lossy(text);
+                let credentials = format!("{}:{}", decode(parsed.username()), decode(password));
+                add("authorization", &base64(credentials.as_bytes()));
+            }
             for (name, value) in parsed.query_pairs() {
                 add(&name, &value);
             }
@@ -337,6 +343,28 @@ pub fn http_secrets(action: &Action) -> Secrets {
         }
     }
     secrets
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic credentials reqwest derives from a userinfo.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (index, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// An HTTP URL as messages show it: no userinfo, every query value `***`, no fragment, bounded.
@@ -660,6 +688,25 @@ mod tests {
         let scrubbed =
             secrets.scrub("someuser pw t0k verylongvalue b3arer-token Bearer b3arer-token k 1 application/json");
         assert_eq!(scrubbed, "*** *** *** *** *** *** *** 1 application/json");
+    }
+
+    #[test]
+    fn basic_credentials_are_secrets() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        let action = Action::Http {
+            method: "GET".into(),
+            url: "http://Aladdin:open%20sesame@h/".into(),
+            headers: Vec::new(),
+            body: None,
+            expect_status: Vec::new(),
+            redirects: Redirects::default(),
+        };
+        let echoed = "authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+        assert_eq!(http_secrets(&action).scrub(echoed), "authorization: Basic ***");
     }
 
     #[test]

@@ -99,6 +99,50 @@ pub fn install_panic_hook() {
 mod tests {
     use super::*;
 
+    /// A writer into a shared buffer, for the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn panics_are_logged_as_json_without_the_secrets() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of these tests");
+        protect_url("redis://:Pan1cSecret%2F@h:6379");
+        install_panic_hook();
+        let outcome = std::panic::catch_unwind(|| {
+            let url = "redis://:Pan1cSecret%2F@h:6379";
+            panic!("could not use {url}: wrong password Pan1cSecret/");
+        });
+        // Back to the default hook, for the other tests' failures.
+        let _ = std::panic::take_hook();
+        assert!(outcome.is_err());
+        let text = String::from_utf8_lossy(&buffer.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned();
+        let event: serde_json::Value =
+            serde_json::from_str(text.lines().next().unwrap_or_default()).expect("one JSON line");
+        assert_eq!(event["level"], "ERROR", "{text}");
+        let panic = event["fields"]["panic"].as_str().unwrap_or_default();
+        assert_eq!(panic, "could not use redis://:***@h:6379: wrong password ***", "{text}");
+        assert!(!text.contains("Pan1cSecret"), "{text}");
+    }
+
     #[test]
     fn registered_secrets_are_scrubbed() {
         protect_url("postgres://u:Reg1stered%40pw@h/db?password=QueryPw9");

@@ -43,7 +43,7 @@ const SECRET_PARAMETER_PARTS: &[&str] = &[
 /// Whether a query parameter of this name holds a secret (case-insensitive, `%`-escapes decoded,
 /// over-approximating: `sslkey` counts).
 pub fn is_secret_parameter(name: &str) -> bool {
-    let decoded = percent_decode_lossy(name, true);
+    let decoded = percent_decode(name, true);
     let normalized: String = decoded
         .chars()
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
@@ -276,9 +276,14 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{}…({} bytes)", &text[..end], text.len())
 }
 
+/// Decodes `%XX` escapes; malformed escapes stay as they are, invalid UTF-8 becomes U+FFFD.
+pub fn percent_decode_lossy(text: &str) -> String {
+    percent_decode(text, false)
+}
+
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set); malformed escapes stay as they are,
 /// invalid UTF-8 becomes U+FFFD.
-fn percent_decode_lossy(text: &str, plus: bool) -> String {
+fn percent_decode(text: &str, plus: bool) -> String {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -389,8 +394,8 @@ impl Secrets {
         let mut forms = Vec::new();
         for raw in [
             secret.to_owned(),
-            percent_decode_lossy(secret, false),
-            percent_decode_lossy(secret, true),
+            percent_decode(secret, false),
+            percent_decode(secret, true),
         ] {
             for upper in [true, false] {
                 forms.push(percent_encode(&raw, |byte| !byte.is_ascii_alphanumeric(), upper));
@@ -776,7 +781,7 @@ mod tests {
             if !visible.contains(&password) {
                 prop_assert!(!shown.contains(&password), "{} -> {}", url, shown);
             }
-            let quoted = format!("failed: {password} / {} / {url}", percent_decode_lossy(&password, false));
+            let quoted = format!("failed: {password} / {} / {url}", percent_decode(&password, false));
             let scrubbed = secrets.scrub(&quoted);
             prop_assert!(!scrubbed.contains(&password), "{} -> {}", quoted, scrubbed);
         }
