@@ -22,8 +22,9 @@ pub(crate) const RECYCLE_AFTER: Duration = Duration::from_secs(120);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Settings of the listening task.
-#[derive(Debug, Clone)]
+/// Settings of the listening task. Its `Debug` leaves out the connect options: sqlx's `Debug` of
+/// them shows the password.
+#[derive(Clone)]
 pub(crate) struct ListenConfig {
     /// How to connect (the store's options).
     pub(crate) connect: PgConnectOptions,
@@ -33,6 +34,16 @@ pub(crate) struct ListenConfig {
     pub(crate) timeout: Duration,
     /// The store, for logs (and to scrub driver messages).
     pub(crate) label: StoreLabel,
+}
+
+impl std::fmt::Debug for ListenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenConfig")
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs until aborted (the store aborts it when dropped).
