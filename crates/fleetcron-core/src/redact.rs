@@ -694,13 +694,7 @@ mod tests {
         ] {
             assert!(has_ambiguous_userinfo(url), "{url}");
         }
-        for url in [
-            "postgres://u:a@b:c@h/db",
-            "postgres://u:a%2Fb@h/db",
-            "sqlite:///a@b",
-            "redis://h",
-            "x",
-        ] {
+        for url in ["postgres://u:a@b:c@h/db", "postgres://u:a%2Fb@h/db", "redis://h", "x"] {
             assert!(!has_ambiguous_userinfo(url), "{url}");
         }
         let message = unknown_parameter(&format!("Sch\nema{}", "x".repeat(1000)), &["schema", "sslmode"]);
