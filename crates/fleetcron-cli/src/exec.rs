@@ -558,7 +558,13 @@ pub async fn run_http(
                 }
             }
         }
-        Ok((status, at, secrets.scrub(&tail.text())))
+        // A tail may begin inside a secret the server quoted: its end is masked too.
+        let body = tail.text();
+        let body = match body.strip_prefix('…') {
+            Some(rest) => format!("…{}", secrets.scrub_tail(rest)),
+            None => secrets.scrub(&body),
+        };
+        Ok((status, at, body))
     };
     let (status, at, body) = tokio::select! {
         outcome = exchange => outcome?,

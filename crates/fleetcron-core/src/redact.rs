@@ -441,6 +441,30 @@ impl Secrets {
         out
     }
 
+    /// Like [`Self::scrub`] for the *end* of a longer text (an output tail): a secret cut in two by the
+    /// truncation leaves its end at the start of `tail`, which is masked too when it is 4 bytes or more.
+    pub fn scrub_tail(&self, tail: &str) -> String {
+        let scrubbed = self.scrub(tail);
+        let mut cut = 0;
+        for secret in self.items.iter() {
+            for start in 1..secret.len() {
+                let end_of_secret = &secret[start..];
+                if end_of_secret.len() <= cut || end_of_secret.len() < 4 {
+                    break;
+                }
+                if secret.is_char_boundary(start) && scrubbed.starts_with(end_of_secret) {
+                    cut = end_of_secret.len();
+                    break;
+                }
+            }
+        }
+        if cut == 0 {
+            scrubbed
+        } else {
+            format!("{MASK}{}", &scrubbed[cut..])
+        }
+    }
+
     /// A store error with its message scrubbed.
     pub fn scrub_store_error(&self, error: StoreError) -> StoreError {
         if self.is_empty() {
@@ -658,6 +682,17 @@ mod tests {
         assert_eq!(secrets.scrub("redis://:p%40ss%3Aw@h:6379"), "redis://:***@h:6379");
         assert!(format!("{secrets:?}").starts_with("Secrets("), "{secrets:?}");
         assert!(!format!("{secrets:?}").contains("ss"));
+    }
+
+    #[test]
+    fn the_end_of_a_cut_secret_is_masked_in_a_tail() {
+        let mut secrets = Secrets::none();
+        secrets.add("Fc5entinelZx9Tail");
+        assert_eq!(secrets.scrub_tail("tinelZx9Tail and more"), "*** and more");
+        assert_eq!(secrets.scrub_tail("ail and more"), "ail and more");
+        assert_eq!(secrets.scrub_tail("x Fc5entinelZx9Tail y"), "x *** y");
+        assert_eq!(secrets.scrub_tail("unrelated"), "unrelated");
+        assert_eq!(Secrets::none().scrub_tail("anything"), "anything");
     }
 
     #[test]
