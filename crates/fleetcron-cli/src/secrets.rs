@@ -27,8 +27,9 @@ pub fn protect(secrets: &Secrets) {
     known().lock().unwrap_or_else(PoisonError::into_inner).extend(secrets);
 }
 
-/// Registers the secrets of the process's own invocation: `FLEETCRON_STORE` and every argument that may
-/// be a URL (`--store URL`, `--store=URL`, a URL given where it does not belong).
+/// Registers the secrets of the process's own invocation: `FLEETCRON_STORE` and every argument that is a
+/// URL (`--store URL`, `--store=URL`, a URL given where it does not belong). Other arguments are left
+/// alone: a task id such as `a@b` holds no secret, and scrubbing its pieces would garble messages.
 pub fn protect_invocation() {
     if let Some(store) = std::env::var_os("FLEETCRON_STORE") {
         protect_url(&store.to_string_lossy());
@@ -39,7 +40,9 @@ pub fn protect_invocation() {
             Some((_, value)) => value,
             None => &argument,
         };
-        protect_url(value);
+        if value.contains("://") {
+            protect_url(value);
+        }
     }
 }
 
