@@ -154,9 +154,10 @@ impl Namespace {
 }
 
 async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), Error> {
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .map_err(|error| format!("cleanup: cannot connect to PostgreSQL: {error}"))?;
+    let mut conn = sqlx::PgConnection::connect(url).await.map_err(|error| {
+        let error = fleetcron::Secrets::of_url(url).scrub(&error.to_string());
+        format!("cleanup: cannot connect to PostgreSQL: {error}")
+    })?;
     sqlx::query("SET lock_timeout = '10s'")
         .execute(&mut conn)
         .await
@@ -170,9 +171,10 @@ async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), Error> {
 }
 
 async fn drop_mysql_tables(url: &str, prefix: &str) -> Result<(), Error> {
-    let mut conn = sqlx::MySqlConnection::connect(url)
-        .await
-        .map_err(|error| format!("cleanup: cannot connect to MySQL: {error}"))?;
+    let mut conn = sqlx::MySqlConnection::connect(url).await.map_err(|error| {
+        let error = fleetcron::Secrets::of_url(url).scrub(&error.to_string());
+        format!("cleanup: cannot connect to MySQL: {error}")
+    })?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(?)) = ?",
@@ -200,11 +202,12 @@ async fn drop_mysql_tables(url: &str, prefix: &str) -> Result<(), Error> {
 }
 
 async fn delete_redis_keys(url: &str, prefix: &str) -> Result<(), Error> {
-    let client = redis::Client::open(url).map_err(|error| format!("cleanup: invalid Redis URL: {error}"))?;
+    let scrub = |error: redis::RedisError| fleetcron::Secrets::of_url(url).scrub(&error.to_string());
+    let client = redis::Client::open(url).map_err(|error| format!("cleanup: invalid Redis URL: {}", scrub(error)))?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|error| format!("cleanup: cannot connect to Redis: {error}"))?;
+        .map_err(|error| format!("cleanup: cannot connect to Redis: {}", scrub(error)))?;
     // Every key of the store starts with `{<prefix>}` or `{<prefix>:<task>}`.
     let pattern = format!("{{{prefix}[}}:]*");
     let mut cursor: u64 = 0;
@@ -243,7 +246,7 @@ fn host_port_range(url: &str) -> Result<(usize, usize), Error> {
     let scheme_end = url
         .find("://")
         .map(|index| index + 3)
-        .ok_or_else(|| format!("URL {url:?} has no scheme"))?;
+        .ok_or_else(|| format!("URL {:?} has no scheme", fleetcron::redact_url(url)))?;
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -258,7 +261,7 @@ pub fn host_and_port(url: &str) -> Result<(String, Option<u16>), Error> {
     let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
         let (host, after) = bracketed
             .split_once(']')
-            .ok_or_else(|| format!("URL {url:?}: unterminated [IPv6] host"))?;
+            .ok_or_else(|| format!("URL {:?}: unterminated [IPv6] host", fleetcron::redact_url(url)))?;
         (host, after.strip_prefix(':'))
     } else {
         match host_port.rsplit_once(':') {
@@ -269,7 +272,7 @@ pub fn host_and_port(url: &str) -> Result<(String, Option<u16>), Error> {
     let port = match port {
         Some(port) => Some(
             port.parse::<u16>()
-                .map_err(|error| format!("URL {url:?}: invalid port {port:?}: {error}"))?,
+                .map_err(|error| format!("URL {:?}: invalid port: {error}", fleetcron::redact_url(url)))?,
         ),
         None => None,
     };
@@ -290,7 +293,8 @@ pub fn ensure_loopback(url: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(format!(
-            "refusing {url:?}: the benchmark only targets servers on a loopback address (127.0.0.1, localhost, ::1)"
+            "refusing {:?}: the benchmark only targets servers on a loopback address (127.0.0.1, localhost, ::1)",
+            fleetcron::redact_url(url)
         )
         .into())
     }

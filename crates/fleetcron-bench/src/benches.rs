@@ -430,7 +430,7 @@ async fn register_in(namespace: &Namespace, sizes: &Sizes) -> Result<RunFigures,
 pub async fn register_child(url: &str, count: usize, idle_seconds: u64) -> Result<Value, Error> {
     let strategy = DefaultSchedulerStrategy::connect_with(url, EngineConfig::default())
         .await
-        .map_err(|error| format!("cannot connect to {url}: {error}"))?;
+        .map_err(|error| format!("cannot connect to {}: {error}", fleetcron::redact_url(url)))?;
     let rss_before = procfs::rss_bytes()?;
     let built = Instant::now();
     let tasks = idle_tasks("reg", count, YEARLY)?;

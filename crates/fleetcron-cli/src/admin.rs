@@ -10,8 +10,8 @@ use crate::{CliError, CliResult};
 use chrono::SecondsFormat;
 use clap::{Args, Subcommand};
 use fleetcron::{
-    DefaultSchedulerStrategy, EngineConfig, RunQuery, RunRecord, SchedulerError, SchedulerStrategy, StoreError,
-    TaskReport, Timestamp, UpdateScheduledTaskInput,
+    redact_url, DefaultSchedulerStrategy, EngineConfig, RunQuery, RunRecord, SchedulerError, SchedulerStrategy,
+    Secrets, StoreError, TaskReport, Timestamp, UpdateScheduledTaskInput,
 };
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub struct StoreArgs {
         long,
         value_name = "URL",
         env = "FLEETCRON_STORE",
+        hide_env_values = true,
         default_value = "sqlite://fleetcron.db"
     )]
     pub store: String,
@@ -100,18 +101,21 @@ pub struct MigrateArgs {
     store: StoreArgs,
 }
 
-/// Maps a store failure to exit code 3 (or 2 for an invalid URL).
+/// Maps a store failure to exit code 3 (or 2 for an invalid URL). The URL is shown redacted and the
+/// message scrubbed of its secrets.
 pub fn store_error(url: &str, error: &StoreError) -> CliError {
+    let error = Secrets::of_url(url).scrub_store_error(error.clone());
     match error {
         StoreError::Config(_) => CliError::usage(format!("{error}")),
-        _ => CliError::unreachable(format!("cannot use the store {url}: {error}")),
+        _ => CliError::unreachable(format!("cannot use the store {}: {error}", redact_url(url))),
     }
 }
 
 fn admin_error(url: &str, id: &str, error: SchedulerError) -> CliError {
     match error {
         SchedulerError::UnknownTask(_) => CliError::runtime(format!(
-            "unknown task {id:?}: `fleetcron tasks list --store {url}` shows the known ids"
+            "unknown task {id:?} in the store {}: `fleetcron tasks list` with the same --store shows the known ids",
+            redact_url(url)
         )),
         SchedulerError::TaskDisabled(_) => {
             CliError::runtime(format!("task {id:?} is disabled: `fleetcron tasks enable {id}` first"))
@@ -292,7 +296,7 @@ pub async fn tasks(command: TasksCommand) -> CliResult {
             if json {
                 json_line(&reports)?;
             } else if reports.is_empty() {
-                say(&format!("no tasks in {}", store.store));
+                say(&format!("no tasks in {}", redact_url(&store.store)));
             } else {
                 let rows: Vec<Vec<String>> = reports
                     .iter()
@@ -418,7 +422,7 @@ pub async fn migrate(args: MigrateArgs) -> CliResult {
         .destroy()
         .await
         .map_err(|e| admin_error(&args.store.store, "", e))?;
-    say(&format!("{}: schema is up to date", args.store.store));
+    say(&format!("{}: schema is up to date", redact_url(&args.store.store)));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -52,6 +52,33 @@ impl fmt::Display for Issue {
     }
 }
 
+/// Which of the daemon's environment variables a command task inherits (`inherit_env`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum InheritEnv {
+    /// `inherit_env = true` (the default): everything except fleetcron's own `FLEETCRON_*` variables
+    /// (`FLEETCRON_STORE` holds the store's password).
+    #[default]
+    AllButFleetcron,
+    /// `inherit_env = false`: nothing; only the task's `env` table and the run's variables.
+    Nothing,
+    /// `inherit_env = ["PATH", "HOME"]`: only these names (when the daemon has them).
+    Only(Vec<String>),
+}
+
+/// Which redirects an HTTP task follows (`http.redirects`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Redirects {
+    /// `"same_origin"` (the default): only to the same scheme, host and port; a redirect elsewhere fails
+    /// the run.
+    #[default]
+    SameOrigin,
+    /// `"any"`: to any http(s) URL; once a redirect leaves the task URL's origin, the task's headers are
+    /// no longer sent.
+    Any,
+    /// `"none"`: never; a 3xx answer is the response (a failure unless `expect_status` lists it).
+    None,
+}
+
 /// What a task does when it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -63,6 +90,8 @@ pub enum Action {
         workdir: Option<PathBuf>,
         /// Extra environment.
         env: Vec<(String, String)>,
+        /// Which of the daemon's variables pass through.
+        inherit_env: InheritEnv,
         /// Time between SIGTERM and SIGKILL.
         kill_grace: Duration,
     },
@@ -78,6 +107,8 @@ pub enum Action {
         body: Option<String>,
         /// Statuses that count as success; empty means any 2xx.
         expect_status: Vec<u16>,
+        /// Which redirects are followed.
+        redirects: Redirects,
     },
 }
 
@@ -357,11 +388,12 @@ const TASK_KEYS: &[&str] = &[
     "shell",
     "workdir",
     "env",
+    "inherit_env",
     "kill_grace",
     "http",
     "output_limit",
 ];
-const HTTP_KEYS: &[&str] = &["method", "url", "headers", "body", "expect_status"];
+const HTTP_KEYS: &[&str] = &["method", "url", "headers", "body", "expect_status", "redirects"];
 
 /// Validates the text of a configuration file.
 pub fn parse(text: &str) -> Result<DaemonConfig, Vec<Issue>> {
@@ -650,7 +682,10 @@ fn parse_http(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>, field: &str
                 walker.issue(
                     &v.span(),
                     &format!("{field}.url"),
-                    format!("invalid URL {url:?}: use an absolute http:// or https:// URL"),
+                    format!(
+                        "invalid URL {:?}: use an absolute http:// or https:// URL",
+                        fleetcron::redact_url(&url)
+                    ),
                 );
                 None
             }
@@ -695,6 +730,27 @@ fn parse_http(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>, field: &str
             }
         }
     }
+    let redirects = match get(table, "redirects") {
+        None => Some(Redirects::default()),
+        Some(v) => walker
+            .string(v, &format!("{field}.redirects"))
+            .and_then(|name| match name.as_str() {
+                "same_origin" => Some(Redirects::SameOrigin),
+                "any" => Some(Redirects::Any),
+                "none" => Some(Redirects::None),
+                _ => {
+                    walker.issue(
+                        &v.span(),
+                        &format!("{field}.redirects"),
+                        format!(
+                            "unknown value {:?}; expected \"same_origin\" (the default), \"any\" or \"none\"",
+                            fleetcron::redact::truncate(&name, 64)
+                        ),
+                    );
+                    None
+                }
+            }),
+    };
     if !ok {
         return None;
     }
@@ -704,7 +760,50 @@ fn parse_http(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>, field: &str
         headers,
         body,
         expect_status,
+        redirects: redirects?,
     })
+}
+
+/// `inherit_env = true | false | ["NAME", …]`.
+fn parse_inherit_env(walker: &mut Walker<'_>, value: &Spanned<DeValue<'_>>, field: &str) -> Option<InheritEnv> {
+    match value.get_ref() {
+        DeValue::Boolean(true) => Some(InheritEnv::AllButFleetcron),
+        DeValue::Boolean(false) => Some(InheritEnv::Nothing),
+        DeValue::Array(items) => {
+            let mut names = Vec::new();
+            let mut ok = true;
+            for item in items.iter() {
+                match walker.string(item, field) {
+                    Some(name) if !name.is_empty() && !name.contains(['=', '\0']) => names.push(name),
+                    Some(name) => {
+                        walker.issue(
+                            &item.span(),
+                            field,
+                            format!(
+                                "invalid variable name {:?}: a name is not empty and has no '=' or NUL",
+                                fleetcron::redact::truncate(&name, 64)
+                            ),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(InheritEnv::Only(names))
+        }
+        other => {
+            walker.issue(
+                &value.span(),
+                field,
+                format!(
+                    "expected true (the daemon's environment without FLEETCRON_* variables), false (none) or an \
+                     array of variable names, found {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn parse_task(
@@ -819,7 +918,7 @@ fn parse_task(
             None
         }
         (_, _, Some(http_value)) => {
-            for name in ["workdir", "env", "kill_grace"] {
+            for name in ["workdir", "env", "inherit_env", "kill_grace"] {
                 if let Some(v) = get(table, name) {
                     walker.issue(&v.span(), &field(name), "applies only to command and shell tasks");
                 }
@@ -874,6 +973,9 @@ fn parse_task(
                 .and_then(|v| walker.string(v, &field("workdir")))
                 .map(PathBuf::from);
             let env = get(table, "env").map_or_else(Vec::new, |v| walker.string_map(v, &field("env")));
+            let inherit_env = get(table, "inherit_env").map_or(Some(InheritEnv::default()), |v| {
+                parse_inherit_env(walker, v, &field("inherit_env"))
+            });
             let kill_grace = get(table, "kill_grace").map_or(Some(DEFAULT_KILL_GRACE), |v| {
                 let grace = walker.duration(v, &field("kill_grace"))?;
                 match fleetcron::limits::check_duration(&field("kill_grace"), grace, Duration::ZERO, MAX_KILL_GRACE) {
@@ -888,6 +990,7 @@ fn parse_task(
                 argv: argv?,
                 workdir,
                 env,
+                inherit_env: inherit_env?,
                 kill_grace: kill_grace?,
             })
         }
@@ -956,6 +1059,103 @@ mod tests {
         for bad in ["", "10", "s", "5 parsecs", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn inherit_env_and_redirects() {
+        let text = r#"
+[[task]]
+id = "a"
+schedule = "* * * * *"
+shell = "env"
+[[task]]
+id = "b"
+schedule = "* * * * *"
+shell = "env"
+inherit_env = false
+[[task]]
+id = "c"
+schedule = "* * * * *"
+command = ["env"]
+inherit_env = ["PATH", "HOME"]
+[[task]]
+id = "d"
+schedule = "* * * * *"
+http = { url = "http://h/", redirects = "any" }
+"#;
+        let config = parse(text).expect("valid");
+        let inherit: Vec<_> = config
+            .tasks
+            .iter()
+            .filter_map(|task| match &task.action {
+                Action::Command { inherit_env, .. } => Some(inherit_env.clone()),
+                Action::Http { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            inherit,
+            [
+                InheritEnv::AllButFleetcron,
+                InheritEnv::Nothing,
+                InheritEnv::Only(vec!["PATH".into(), "HOME".into()])
+            ]
+        );
+        assert!(matches!(
+            config.tasks[3].action,
+            Action::Http {
+                redirects: Redirects::Any,
+                ..
+            }
+        ));
+
+        let bad = r#"
+[[task]]
+id = "a"
+schedule = "* * * * *"
+shell = "env"
+inherit_env = "yes"
+[[task]]
+id = "b"
+schedule = "* * * * *"
+shell = "env"
+inherit_env = ["PATH", "A=B", 3]
+[[task]]
+id = "c"
+schedule = "* * * * *"
+http = { url = "http://u:hunter22@h/", redirects = "sometimes" }
+inherit_env = false
+"#;
+        let issues = parse(bad).err().unwrap_or_default();
+        let shown: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 5, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("6:15: task[0].inherit_env: expected true"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("11:24: task[1].inherit_env: invalid variable name \"A=B\""),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("11:31: task[1].inherit_env: expected a string"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[3].contains("task[2].http.redirects: unknown value \"sometimes\""),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[4].contains("task[2].inherit_env: applies only to command and shell tasks"),
+            "{shown:#?}"
+        );
+        let invalid_url = parse(
+            "[[task]]\nid = \"x\"\nschedule = \"* * * * *\"\nhttp = { url = \"ftp://u:hunter22@h/?token=t0k3n\" }\n",
+        );
+        let text = format!("{invalid_url:?}");
+        assert!(
+            text.contains("invalid URL") && !text.contains("hunter22") && !text.contains("t0k3n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "PATH", default_value = "fleetcron.toml")]
     pub config: PathBuf,
     /// Store URL; overrides `store` in the file (default sqlite://fleetcron.db).
-    #[arg(long, value_name = "URL", env = "FLEETCRON_STORE")]
+    #[arg(long, value_name = "URL", env = "FLEETCRON_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// This worker's id (default: `worker_id` in the file, else HOST:PID:RANDOM).
     #[arg(long, value_name = "ID", env = "FLEETCRON_WORKER_ID")]
@@ -195,7 +195,10 @@ async fn reload_generation(
         }
     };
     let new_config = match parsed {
-        Ok(new_config) => new_config,
+        Ok(new_config) => {
+            crate::secrets::protect_config(&new_config);
+            new_config
+        }
         Err(issues) => {
             for issue in &issues {
                 tracing::error!(file = %path.display(), line = issue.line, column = issue.column,
@@ -226,6 +229,7 @@ async fn reload_generation(
 /// Runs the daemon (or, with `--check`, validates its file).
 pub async fn run(args: RunArgs) -> CliResult {
     let config = config::load(&args.config).map_err(|issues| report_issues(&args.config, &issues))?;
+    crate::secrets::protect_config(&config);
     if args.check {
         // Everything `run` would refuse before touching the store: the tasks as the library builds
         // them, the engine settings and the scheduler's own checks (ids, worker id).
@@ -268,9 +272,8 @@ pub async fn run(args: RunArgs) -> CliResult {
         .or_else(|| config.store.clone())
         .unwrap_or_else(|| DEFAULT_STORE.to_owned());
     let base_id = args.worker_id.clone().or_else(|| config.worker_id.clone());
-    let client = reqwest::Client::builder()
-        .build()
-        .map_err(|error| CliError::runtime(format!("cannot create the HTTP client: {error}")))?;
+    let client =
+        exec::http_client().map_err(|error| CliError::runtime(format!("cannot create the HTTP client: {error}")))?;
     // A signal while the store is still being reached (or migrated) ends the wait.
     let mut generation = tokio::select! {
         started = start(&config, &url, base_id.clone(), &client) => started?,
@@ -279,7 +282,7 @@ pub async fn run(args: RunArgs) -> CliResult {
     };
     tracing::info!(
         worker = generation.scheduler.worker_id(),
-        store = %url,
+        store = %fleetcron::redact_url(&url),
         tasks = config.tasks.len(),
         config = %args.config.display(),
         "fleetcron daemon running"

@@ -7,9 +7,15 @@
 //! workspace forbids `unsafe`. Output is kept as bounded tails: the result is
 //! `{"exit_code":0,"stdout":"…","stderr":"…"}` (or `{"status":200,"body":"…"}`), and a failure's error
 //! text carries the same tails.
+//!
+//! Secrets stay in: a command inherits the daemon's environment without fleetcron's own `FLEETCRON_*`
+//! variables (or what `inherit_env` says); an HTTP task's messages show its URL without userinfo and
+//! with every query value masked, never its headers, reqwest's errors come without their URL, and
+//! redirects are followed by hand (at most [`MAX_REDIRECTS`]): within the task URL's origin by
+//! default, and never with the task's headers once they leave it.
 
-use crate::config::{Action, TaskSpec};
-use fleetcron::{TaskContext, TaskError, Value};
+use crate::config::{Action, InheritEnv, Redirects, TaskSpec};
+use fleetcron::{Secrets, TaskContext, TaskError, Value};
 use serde_json::json;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -134,12 +140,39 @@ fn run_env(context: &TaskContext) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Applies `inherit_env` to a command: what it keeps of the daemon's environment (the task's `env` and
+/// the run's variables are set after this).
+fn inherit(command: &mut Command, inherit_env: &InheritEnv) {
+    match inherit_env {
+        InheritEnv::AllButFleetcron => {
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("FLEETCRON_") {
+                    command.env_remove(name);
+                }
+            }
+        }
+        InheritEnv::Nothing => {
+            command.env_clear();
+        }
+        InheritEnv::Only(names) => {
+            command.env_clear();
+            for name in names {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
+        }
+    }
+}
+
 /// Runs a command task once.
+#[allow(clippy::too_many_arguments)] // one per task setting; a struct would only rename them
 pub async fn run_command(
     context: TaskContext,
     argv: &[String],
     workdir: Option<&std::path::Path>,
     env: &[(String, String)],
+    inherit_env: &InheritEnv,
     kill_grace: Duration,
     limit: usize,
 ) -> Result<Value, TaskError> {
@@ -157,6 +190,7 @@ pub async fn run_command(
     if let Some(dir) = workdir {
         command.current_dir(dir);
     }
+    inherit(&mut command, inherit_env);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command.envs(run_env(&context));
     let mut child = command
@@ -244,8 +278,173 @@ fn one_line(text: &str) -> String {
     }
 }
 
+/// The most redirects one run follows.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// The daemon's HTTP client: it follows no redirect by itself ([`run_http`] does, by its policy).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Headers whose values are not secrets, so a response may quote them unscrubbed.
+const PLAIN_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-encoding",
+    "content-language",
+    "content-type",
+    "pragma",
+    "user-agent",
+];
+
+/// The secrets of an HTTP action, scrubbed from everything a run stores or logs: the URL's userinfo,
+/// fragment and query values, and header values. Values under a secret-looking name (`password`,
+/// `token`, `Authorization`, `X-Api-Key`, …) count whatever their length; other values from 6 bytes on
+/// (scrubbing every `1` of a response would only garble it).
+pub fn http_secrets(action: &Action) -> Secrets {
+    let mut secrets = Secrets::none();
+    let Action::Http { url, headers, .. } = action else {
+        return secrets;
+    };
+    let mut add = |name: &str, value: &str| {
+        if fleetcron::redact::is_secret_parameter(name) || value.len() >= 6 {
+            secrets.add(value);
+        }
+    };
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            add("user", parsed.username());
+            add("password", parsed.password().unwrap_or_default());
+            if let Some(password) = parsed.password() {
+                // reqwest sends the userinfo as `Authorization: Basic base64(user:password)`, decoded.
+                let decode = |text: &str| fleetcron::redact::percent_decode_lossy(text);
+                let credentials = format!("{}:{}", decode(parsed.username()), decode(password));
+                add("authorization", &base64(credentials.as_bytes()));
+            }
+            for (name, value) in parsed.query_pairs() {
+                add(&name, &value);
+            }
+            add("fragment", parsed.fragment().unwrap_or_default());
+        }
+        Err(_) => add("password", url),
+    }
+    for (name, value) in headers {
+        if !PLAIN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            add(name, value);
+            // `Bearer TOKEN`, `Basic CREDENTIALS`: the credentials alone may be quoted back.
+            if let Some((_, credentials)) = value.split_once(' ') {
+                add(name, credentials.trim());
+            }
+        }
+    }
+    secrets
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic credentials reqwest derives from a userinfo.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (index, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An HTTP URL as messages show it: no userinfo, every query value `***`, no fragment, bounded.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    if url.query().is_some() {
+        let pairs: Vec<String> = url.query_pairs().map(|(name, _)| name.into_owned()).collect();
+        shown.set_query(None);
+        if !pairs.is_empty() {
+            let mut query = shown.query_pairs_mut();
+            for name in &pairs {
+                query.append_pair(name, "***");
+            }
+        }
+    }
+    // The pairs' serialiser escapes the mask: show it plainly.
+    let text = shown.as_str().replace("%2A%2A%2A", "***");
+    fleetcron::redact::truncate(&text, fleetcron::redact::MAX_SHOWN_URL)
+}
+
+/// A reqwest error without its URL, with its causes (connection refused, timed out, …), scrubbed.
+fn describe(error: reqwest::Error, secrets: &Secrets) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    secrets.scrub(&text)
+}
+
+/// The request of one hop.
+struct Hop<'a> {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    /// Whether the task's own headers go along (not once a redirect left the task URL's origin).
+    task_headers: bool,
+    body: Option<&'a str>,
+}
+
+/// Where a redirect answer points, or `None` when the response is final.
+fn redirect_target(response: &reqwest::Response, from: &reqwest::Url) -> Result<Option<reqwest::Url>, String> {
+    if !response.status().is_redirection() {
+        return Ok(None);
+    }
+    let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+        return Ok(None);
+    };
+    let target = location
+        .to_str()
+        .ok()
+        .and_then(|location| from.join(location).ok())
+        .ok_or_else(|| {
+            format!(
+                "{} answered {} with an invalid Location",
+                shown_url(from),
+                response.status()
+            )
+        })?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(format!(
+            "{} answered {} with a redirect to a non-HTTP URL ({}:…); not followed",
+            shown_url(from),
+            response.status(),
+            target.scheme()
+        ));
+    }
+    Ok(Some(target))
+}
+
 /// Runs an HTTP task once.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // one per task setting; a struct would only rename them
 pub async fn run_http(
     context: TaskContext,
     client: reqwest::Client,
@@ -254,35 +453,98 @@ pub async fn run_http(
     headers: &[(String, String)],
     body: Option<&str>,
     expect_status: &[u16],
+    redirects: Redirects,
+    secrets: &Secrets,
     limit: usize,
 ) -> Result<Value, TaskError> {
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|error| TaskError::new(format!("invalid method {method:?}: {error}")))?;
-    let mut request = client
-        .request(method, url)
-        .header("x-fleetcron-task-id", &context.task_id)
-        .header("x-fleetcron-run-id", &context.run_id)
-        .header("x-fleetcron-fence", context.fence.to_string())
-        .header("x-fleetcron-attempt", context.attempt.to_string())
-        .header(
-            "x-fleetcron-slot",
-            context
-                .slot
-                .map(|slot| slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-                .unwrap_or_default(),
-        );
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    if let Some(body) = body {
-        request = request.body(body.to_owned());
-    }
+    let start = reqwest::Url::parse(url).map_err(|error| {
+        TaskError::new(format!(
+            "invalid URL {}: {error}",
+            fleetcron::redact::truncate(&secrets.scrub(url), 160)
+        ))
+    })?;
+    let origin = start.origin();
+    let shown = shown_url(&start);
     let exchange = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|error| TaskError::new(format!("request to {url} failed: {error}")))?;
+        let mut hop = Hop {
+            method,
+            url: start.clone(),
+            task_headers: true,
+            body,
+        };
+        let mut followed = 0;
+        let response = loop {
+            let mut request = client
+                .request(hop.method.clone(), hop.url.clone())
+                .header("x-fleetcron-task-id", &context.task_id)
+                .header("x-fleetcron-run-id", &context.run_id)
+                .header("x-fleetcron-fence", context.fence.to_string())
+                .header("x-fleetcron-attempt", context.attempt.to_string())
+                .header(
+                    "x-fleetcron-slot",
+                    context
+                        .slot
+                        .map(|slot| slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                        .unwrap_or_default(),
+                );
+            if hop.task_headers {
+                for (name, value) in headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+            }
+            if let Some(body) = hop.body {
+                request = request.body(body.to_owned());
+            }
+            let response = request.send().await.map_err(|error| {
+                TaskError::new(format!(
+                    "request to {} failed: {}",
+                    shown_url(&hop.url),
+                    describe(error, secrets)
+                ))
+            })?;
+            if redirects == Redirects::None {
+                break response;
+            }
+            let Some(target) = redirect_target(&response, &hop.url).map_err(TaskError::new)? else {
+                break response;
+            };
+            let status = response.status();
+            drop(response);
+            if followed == MAX_REDIRECTS {
+                return Err(TaskError::new(format!(
+                    "{shown}: more than {MAX_REDIRECTS} redirects (the last to {}); not followed",
+                    shown_url(&target)
+                )));
+            }
+            let same_origin = target.origin() == origin;
+            if !same_origin && redirects == Redirects::SameOrigin {
+                return Err(TaskError::new(format!(
+                    "{} answered {status} with a redirect to another origin, {}; refused (set http.redirects = \
+                     \"any\" to follow it without the task's headers)",
+                    shown_url(&hop.url),
+                    shown_url(&target)
+                )));
+            }
+            followed += 1;
+            hop.task_headers &= same_origin;
+            // RFC 9110 §15.4 as browsers apply it: 303 turns anything but HEAD into a GET without a
+            // body, and so do 301 and 302 for a POST; 307 and 308 repeat the request as it was.
+            let to_get = match status.as_u16() {
+                303 => hop.method != reqwest::Method::HEAD,
+                301 | 302 => hop.method == reqwest::Method::POST,
+                _ => false,
+            };
+            if to_get {
+                hop.method = reqwest::Method::GET;
+                hop.body = None;
+            }
+            hop.url = target;
+        };
         let status = response.status();
+        let at = shown_url(response.url());
+        let mut response = response;
         let mut tail = Tail::new(limit);
         loop {
             match response.chunk().await {
@@ -290,17 +552,24 @@ pub async fn run_http(
                 Ok(None) => break,
                 Err(error) => {
                     return Err(TaskError::new(format!(
-                        "reading the response of {url} failed after status {status}: {error}"
+                        "reading the response of {at} failed after status {status}: {}",
+                        describe(error, secrets)
                     )))
                 }
             }
         }
-        Ok((status, tail.text()))
+        // A tail may begin inside a secret the server quoted: its end is masked too.
+        let body = tail.text();
+        let body = match body.strip_prefix('…') {
+            Some(rest) => format!("…{}", secrets.scrub_tail(rest)),
+            None => secrets.scrub(&body),
+        };
+        Ok((status, at, body))
     };
-    let (status, body) = tokio::select! {
+    let (status, at, body) = tokio::select! {
         outcome = exchange => outcome?,
         () = context.cancellation.cancelled() => {
-            return Err(TaskError::new(format!("cancelled; request to {url} aborted")));
+            return Err(TaskError::new(format!("cancelled; request to {shown} aborted")));
         }
     };
     let expected = if expect_status.is_empty() {
@@ -311,8 +580,13 @@ pub async fn run_http(
     if expected {
         Ok(json!({ "status": status.as_u16(), "body": body }))
     } else {
+        let hint = if status.is_redirection() && redirects == Redirects::None {
+            " (http.redirects = \"none\": redirects are not followed)"
+        } else {
+            ""
+        };
         Err(TaskError::new(format!(
-            "unexpected status {status} from {url}; body: {}",
+            "unexpected status {status} from {at}{hint}; body: {}",
             one_line(&body)
         )))
     }
@@ -324,23 +598,38 @@ pub fn handler(
     client: reqwest::Client,
 ) -> impl Fn(TaskContext) -> futures_like::BoxedRun + Send + Sync + 'static {
     let spec = Arc::new(spec.clone());
+    let secrets = Arc::new(http_secrets(&spec.action));
     move |context: TaskContext| {
         let spec = spec.clone();
         let client = client.clone();
+        let secrets = secrets.clone();
         Box::pin(async move {
             match &spec.action {
                 Action::Command {
                     argv,
                     workdir,
                     env,
+                    inherit_env,
                     kill_grace,
-                } => run_command(context, argv, workdir.as_deref(), env, *kill_grace, spec.output_limit).await,
+                } => {
+                    run_command(
+                        context,
+                        argv,
+                        workdir.as_deref(),
+                        env,
+                        inherit_env,
+                        *kill_grace,
+                        spec.output_limit,
+                    )
+                    .await
+                }
                 Action::Http {
                     method,
                     url,
                     headers,
                     body,
                     expect_status,
+                    redirects,
                 } => {
                     run_http(
                         context,
@@ -350,6 +639,8 @@ pub fn handler(
                         headers,
                         body.as_deref(),
                         expect_status,
+                        *redirects,
+                        &secrets,
                         spec.output_limit,
                     )
                     .await
@@ -372,6 +663,57 @@ pub mod futures_like {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_drop_userinfo_query_values_and_fragments() {
+        let url =
+            reqwest::Url::parse("https://user:pa%40ss@api.example:8443/v1/x?token=abc&mode=fast#frag").expect("URL");
+        assert_eq!(shown_url(&url), "https://api.example:8443/v1/x?token=***&mode=***");
+        let url = reqwest::Url::parse("http://h/p").expect("URL");
+        assert_eq!(shown_url(&url), "http://h/p");
+        let long = reqwest::Url::parse(&format!("http://h/{}", "a".repeat(10_000))).expect("URL");
+        assert!(shown_url(&long).len() < 200);
+    }
+
+    #[test]
+    fn http_secrets_cover_userinfo_query_values_and_headers() {
+        let action = Action::Http {
+            method: "GET".into(),
+            url: "http://someuser:pw@h/x?token=t0k&long=verylongvalue&n=1".into(),
+            headers: vec![
+                ("Authorization".into(), "Bearer b3arer-token".into()),
+                ("X-Api-Key".into(), "k".into()),
+                ("X-Extra".into(), "1".into()),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: None,
+            expect_status: Vec::new(),
+            redirects: Redirects::default(),
+        };
+        let secrets = http_secrets(&action);
+        let scrubbed =
+            secrets.scrub("someuser pw t0k verylongvalue b3arer-token Bearer b3arer-token k 1 application/json");
+        assert_eq!(scrubbed, "*** *** *** *** *** *** *** 1 application/json");
+    }
+
+    #[test]
+    fn basic_credentials_are_secrets() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        let action = Action::Http {
+            method: "GET".into(),
+            url: "http://Aladdin:open%20sesame@h/".into(),
+            headers: Vec::new(),
+            body: None,
+            expect_status: Vec::new(),
+            redirects: Redirects::default(),
+        };
+        let echoed = "authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+        assert_eq!(http_secrets(&action).scrub(echoed), "authorization: Basic ***");
+    }
 
     #[test]
     fn tails_keep_the_end() {

@@ -14,6 +14,7 @@ mod exec;
 mod lag;
 mod process;
 mod schedule_cmd;
+mod secrets;
 mod summary;
 mod torture;
 mod worker;
@@ -170,7 +171,12 @@ fn run(cli: Cli) -> CliResult {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    secrets::protect_invocation();
+    secrets::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -179,6 +185,23 @@ fn main() -> ExitCode {
             ExitCode::from(error.code)
         }
     }
+}
+
+/// Prints a command-line parse error (or `--help`, `--version`) as clap would, scrubbed of the secrets
+/// of the arguments: clap quotes a misplaced argument whole, which may be a store URL.
+fn usage_error(error: clap::Error) -> ExitCode {
+    let code = u8::try_from(error.exit_code()).unwrap_or(2);
+    let rendered = error.render().to_string();
+    let scrubbed = secrets::scrub(&rendered);
+    if scrubbed == rendered {
+        // Nothing to hide: clap's own output, with its colours.
+        let _ = error.print();
+    } else if error.use_stderr() {
+        let _ = write!(std::io::stderr().lock(), "{scrubbed}");
+    } else {
+        let _ = write!(std::io::stdout().lock(), "{scrubbed}");
+    }
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -460,12 +460,18 @@ pub async fn run(args: SummaryArgs) -> CliResult {
         .or_else(|| args.store.strip_prefix("sqlite:"))
     {
         if !path.contains('%') && !Path::new(path).exists() {
-            return Err(CliError::runtime(format!("the store {} does not exist", args.store)));
+            return Err(CliError::runtime(format!(
+                "the store {} does not exist",
+                fleetcron::redact_url(&args.store)
+            )));
         }
     }
-    let strategy = DefaultSchedulerStrategy::connect(&args.store)
-        .await
-        .map_err(|error| CliError::runtime(format!("cannot open the store {}: {error}", args.store)))?;
+    let strategy = DefaultSchedulerStrategy::connect(&args.store).await.map_err(|error| {
+        CliError::runtime(format!(
+            "cannot open the store {}: {error}",
+            fleetcron::redact_url(&args.store)
+        ))
+    })?;
     let prefix = args.prefix.clone();
     let include = move |id: &str| {
         if prefix.is_empty() {

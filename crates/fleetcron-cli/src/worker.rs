@@ -254,7 +254,12 @@ pub async fn run(args: WorkerArgs) -> CliResult {
     };
     let strategy = DefaultSchedulerStrategy::connect_with(&args.store, config)
         .await
-        .map_err(|error| CliError::runtime(format!("cannot open the store {}: {error}", args.store)))?;
+        .map_err(|error| {
+            CliError::runtime(format!(
+                "cannot open the store {}: {error}",
+                fleetcron::redact_url(&args.store)
+            ))
+        })?;
     // History pruning stays off: the checks read the whole history.
     let mut builder = Scheduler::builder()
         .strategy(strategy)

@@ -11,6 +11,7 @@ pub mod error;
 pub mod limits;
 pub mod memory;
 pub mod model;
+pub mod redact;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;
@@ -25,6 +26,7 @@ pub use model::{
     LastRun, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
     Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
 };
+pub use redact::{redact_url, Secrets, StoreLabel};
 pub use schedule::Schedule;
 pub use scheduler::{Scheduler, SchedulerBuilder};
 pub use store::{Decide, Mutation, Store};

@@ -1,7 +1,7 @@
 //! Mapping of MySQL/MariaDB and sqlx failures onto [`StoreError`], always naming the server and database
 //! (never the password).
 
-use fleetcron_core::StoreError;
+use fleetcron_core::{StoreError, StoreLabel};
 use sqlx::mysql::MySqlDatabaseError;
 
 // Server error numbers (the same in MySQL and MariaDB).
@@ -74,8 +74,13 @@ pub(crate) fn breaks_connection(error: &sqlx::Error) -> bool {
     ) || matches!(number(error), Some(ER_SERVER_SHUTDOWN))
 }
 
-/// Maps a failure of an operation on the store `label` (`what` says which operation).
-pub(crate) fn map(label: &str, what: &str, error: sqlx::Error) -> StoreError {
+/// Maps a failure of an operation on the store `label` (`what` says which operation). The message is
+/// scrubbed of the store URL's secrets: a driver message may quote them.
+pub(crate) fn map(label: &StoreLabel, what: &str, error: sqlx::Error) -> StoreError {
+    label.scrub_error(describe(label.as_str(), what, error))
+}
+
+fn describe(label: &str, what: &str, error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) => {
             let message = db.message();
@@ -131,5 +136,27 @@ pub(crate) fn map(label: &str, what: &str, error: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(format!("MySQL store {label}: {what}: {error}")),
         _ => StoreError::Unavailable(format!("MySQL store {label}: {what}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_messages_are_scrubbed_of_the_url_secrets() {
+        let url = "mysql://app:p%40ss%2Fw0rd@db:3306/jobs";
+        let label = StoreLabel::new("mysql://app@db:3306/jobs", url);
+        for error in [
+            sqlx::Error::Configuration("bad URL mysql://app:p%40ss%2Fw0rd@db, password p@ss/w0rd".into()),
+            sqlx::Error::Io(std::io::Error::other("p@ss/w0rd")),
+            sqlx::Error::Protocol("p%40ss%2fw0rd".into()),
+        ] {
+            let mapped = map(&label, "connecting", error).to_string();
+            for secret in ["p@ss/w0rd", "p%40ss%2Fw0rd", "p%40ss%2fw0rd"] {
+                assert!(!mapped.contains(secret), "{mapped}");
+            }
+            assert!(mapped.contains("mysql://app@db:3306/jobs"), "{mapped}");
+        }
     }
 }

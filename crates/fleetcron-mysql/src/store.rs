@@ -6,7 +6,7 @@ use crate::sql::{self, MultiRow, Sql};
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, TimeDelta};
 use fleetcron_core::store::{Decide, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, TaskState, Timestamp};
+use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{ConnectOptions, Connection, Executor, MySql, MySqlConnection};
@@ -220,7 +220,7 @@ pub struct MysqlStore {
     session_setup: Arc<Vec<String>>,
     sql: Sql,
     clock: StoreClock,
-    label: String,
+    label: StoreLabel,
     database: String,
     table_prefix: String,
     operation_timeout: Duration,
@@ -257,7 +257,7 @@ impl MysqlStore {
             options.table_prefix = prefix;
         }
         options.validate()?;
-        let label = parsed.label;
+        let label = StoreLabel::new(&parsed.label, url);
         let connect_options = MySqlConnectOptions::from_str(&parsed.sqlx_url)
             .map_err(|error| error::map(&label, "reading the URL", error))?
             .charset("utf8mb4")
@@ -310,7 +310,7 @@ impl MysqlStore {
 
     /// The store's URL, without password or query string.
     pub fn url(&self) -> &str {
-        &self.label
+        self.label.as_str()
     }
 
     /// The database the store's tables live in.
@@ -801,7 +801,8 @@ impl MysqlStore {
             .await;
         if let Err(error) = released {
             // The server releases it anyway when this connection closes, which it does next.
-            tracing::debug!(store = %self.label, %error, "could not release the migration lock");
+            tracing::debug!(store = %self.label, error = %self.label.scrub(&error.to_string()),
+                "could not release the migration lock");
         }
         applied
     }

@@ -1,6 +1,34 @@
 //! Parsing of `mysql://` and `mariadb://` store URLs.
 
+use fleetcron_core::redact::{has_ambiguous_userinfo, redact_url, unknown_parameter, AMBIGUOUS_USERINFO};
 use fleetcron_core::StoreError;
+
+/// The query parameters a store URL may hold: fleetcron's `table_prefix`, and the parameters sqlx 0.8's
+/// `MySqlConnectOptions` reads that fleetcron does not set itself.
+pub(crate) const ACCEPTED: &[&str] = &[
+    "table_prefix",
+    "ssl-mode",
+    "sslmode",
+    "ssl-ca",
+    "sslca",
+    "ssl-cert",
+    "sslcert",
+    "ssl-key",
+    "sslkey",
+    "socket",
+    "collation",
+];
+
+/// Parameters sqlx reads but fleetcron always overrides (its schema and clock depend on them).
+const FIXED: &[(&str, &str)] = &[
+    ("charset", "fleetcron always connects with utf8mb4"),
+    ("timezone", "fleetcron always sets the session time zone to +00:00"),
+    ("time-zone", "fleetcron always sets the session time zone to +00:00"),
+    (
+        "statement-cache-capacity",
+        "fleetcron sets the statement cache to 128 statements",
+    ),
+];
 
 /// A store URL taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,19 +44,23 @@ pub(crate) struct StoreUrl {
 /// Takes a store URL apart.
 ///
 /// * `mysql://user:password@host:port/database?params` and the same with `mariadb://`;
-/// * the `table_prefix` parameter (`[a-z_][a-z0-9_]{0,30}`) is removed and returned; every other
-///   parameter (`ssl-mode`, `ssl-ca`, `socket`, ...) is left for sqlx;
-/// * fragments are refused.
+/// * the `table_prefix` parameter (`[a-z_][a-z0-9_]{0,30}`) is removed and returned; the other
+///   [`ACCEPTED`] parameters (`ssl-mode`, `ssl-ca`, `socket`, ...) are left for sqlx; any other
+///   parameter is refused, naming the accepted ones;
+/// * fragments are refused, and so is an `@` after the host (an unencoded `/ ? #` in the password).
 pub(crate) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
     let invalid = |reason: &str| {
         StoreError::Config(format!(
             "invalid MySQL URL {:?}: {reason} (expected mysql://user:password@host:3306/database or mariadb://...)",
-            redact(url)
+            redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("it has no scheme"))?;
     if !scheme.eq_ignore_ascii_case("mysql") && !scheme.eq_ignore_ascii_case("mariadb") {
         return Err(invalid("the scheme must be mysql:// or mariadb://"));
+    }
+    if has_ambiguous_userinfo(url) {
+        return Err(invalid(AMBIGUOUS_USERINFO));
     }
     if rest.contains('#') {
         return Err(invalid("fragments (#...) are not supported"));
@@ -50,7 +82,14 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
     let mut kept = Vec::new();
     for parameter in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
-        if percent_decode(key).as_deref() == Some("table_prefix") {
+        let name = percent_decode(key).unwrap_or_else(|| key.to_owned());
+        if let Some((_, why)) = FIXED.iter().find(|(fixed, _)| *fixed == name) {
+            return Err(invalid(&format!("the parameter {name:?} cannot be set: {why}")));
+        }
+        if !ACCEPTED.contains(&name.as_str()) {
+            return Err(invalid(&unknown_parameter(&name, ACCEPTED)));
+        }
+        if name == "table_prefix" {
             if table_prefix.is_some() {
                 return Err(invalid("table_prefix is given twice"));
             }
@@ -92,22 +131,6 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
         Err(StoreError::Config(format!(
             "invalid table prefix {prefix:?}: use 1 to 31 characters of a-z, 0-9 and _, not starting with a digit"
         )))
-    }
-}
-
-/// The URL with its password replaced by `***`, for messages about a URL that does not parse.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -186,6 +209,40 @@ mod tests {
             }
             other => panic!("expected Config, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn unknown_and_fixed_parameters_are_refused() {
+        match parse("mysql://u:hunter2@h/db?Table_Prefix=x_") {
+            Err(StoreError::Config(message)) => {
+                assert!(
+                    message.contains(
+                        r#"unknown parameter "Table_Prefix" in the store URL; accepted: table_prefix, ssl-mode,"#
+                    ),
+                    "{message}"
+                );
+                assert!(!message.contains("hunter2"), "{message}");
+            }
+            other => panic!("expected Config, got {other:?}"),
+        }
+        for url in [
+            "mysql://h/db?password=hunter2",
+            "mysql://h/db?charset=latin1",
+            "mysql://h/db?timezone=%2B02:00",
+            "mysql://u:hunter2/x@h/db",
+            "mysql://u:a@h/db?ssl-ca=/x@y",
+        ] {
+            match parse(url) {
+                Err(StoreError::Config(message)) => assert!(!message.contains("hunter2"), "{message}"),
+                other => panic!("{url}: expected Config, got {other:?}"),
+            }
+        }
+        let url = parsed(
+            "mysql://u@h/db?ssl-mode=disabled&sslca=a&ssl-cert=b&sslkey=c&socket=%2Ftmp%2Fs&collation=utf8mb4_bin",
+        );
+        assert!(url
+            .sqlx_url
+            .ends_with("?ssl-mode=disabled&sslca=a&ssl-cert=b&sslkey=c&socket=%2Ftmp%2Fs&collation=utf8mb4_bin"));
     }
 
     #[test]

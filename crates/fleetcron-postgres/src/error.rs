@@ -5,7 +5,7 @@
 //! the engine retries with backoff. A unique-key violation is [`StoreError::Duplicate`]; a missing
 //! schema says to migrate; authentication and unknown databases are configuration errors.
 
-use fleetcron_core::StoreError;
+use fleetcron_core::{StoreError, StoreLabel};
 
 /// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -47,8 +47,13 @@ pub(crate) fn breaks_connection(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Maps a failure of an operation (`what`) on the store `label` (server and schema).
-pub(crate) fn map(label: &str, what: &str, error: sqlx::Error) -> StoreError {
+/// Maps a failure of an operation (`what`) on the store `label` (server and schema). The message is
+/// scrubbed of the store URL's secrets: a driver message may quote them.
+pub(crate) fn map(label: &StoreLabel, what: &str, error: sqlx::Error) -> StoreError {
+    label.scrub_error(describe(label.as_str(), what, error))
+}
+
+fn describe(label: &str, what: &str, error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|code| code.into_owned()).unwrap_or_default();
@@ -118,5 +123,27 @@ pub(crate) fn map(label: &str, what: &str, error: sqlx::Error) -> StoreError {
         | sqlx::Error::Encode(_)
         | sqlx::Error::InvalidArgument(_) => StoreError::Corrupt(format!("{label}: {what}: {error}")),
         _ => StoreError::Unavailable(format!("{label}: {what}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_messages_are_scrubbed_of_the_url_secrets() {
+        let url = "postgres://app:p%40ss%2Fw0rd@db:5432/jobs?password=qu3ry-secret";
+        let label = StoreLabel::new("PostgreSQL db:5432/jobs (schema fleetcron)", url);
+        for error in [
+            sqlx::Error::Configuration("bad URL postgres://app:p%40ss%2Fw0rd@db, password p@ss/w0rd".into()),
+            sqlx::Error::Io(std::io::Error::other("connect to qu3ry-secret failed")),
+            sqlx::Error::Protocol("p@ss/w0rd".into()),
+        ] {
+            let mapped = map(&label, "connecting", error).to_string();
+            for secret in ["p@ss/w0rd", "p%40ss%2Fw0rd", "qu3ry-secret"] {
+                assert!(!mapped.contains(secret), "{mapped}");
+            }
+            assert!(mapped.contains("PostgreSQL db:5432/jobs"), "{mapped}");
+        }
     }
 }

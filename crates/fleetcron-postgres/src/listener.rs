@@ -8,6 +8,7 @@
 //! [`RECYCLE_AFTER`] is replaced, so a connection that died without a reset (a black-holed network)
 //! delays pushes by at most that long — polling still finds everything meanwhile.
 
+use fleetcron_core::StoreLabel;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -21,8 +22,9 @@ pub(crate) const RECYCLE_AFTER: Duration = Duration::from_secs(120);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Settings of the listening task.
-#[derive(Debug, Clone)]
+/// Settings of the listening task. Its `Debug` leaves out the connect options: sqlx's `Debug` of
+/// them shows the password.
+#[derive(Clone)]
 pub(crate) struct ListenConfig {
     /// How to connect (the store's options).
     pub(crate) connect: PgConnectOptions,
@@ -30,8 +32,18 @@ pub(crate) struct ListenConfig {
     pub(crate) channel: String,
     /// How long connecting and `LISTEN` may take.
     pub(crate) timeout: Duration,
-    /// The store, for logs.
-    pub(crate) label: String,
+    /// The store, for logs (and to scrub driver messages).
+    pub(crate) label: StoreLabel,
+}
+
+impl std::fmt::Debug for ListenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenConfig")
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs until aborted (the store aborts it when dropped).
@@ -51,7 +63,7 @@ pub(crate) async fn run(config: ListenConfig, sender: broadcast::Sender<String>)
             Err(error) => {
                 tracing::warn!(
                     store = %config.label,
-                    %error,
+                    error = %config.label.scrub(&error.to_string()),
                     retry_in_ms = backoff.as_millis() as u64,
                     "cannot listen for trigger notifications; polling meanwhile"
                 );
@@ -103,7 +115,8 @@ async fn forward(listener: &mut PgListener, sender: &broadcast::Sender<String>, 
                 return;
             }
             Ok(Err(error)) => {
-                tracing::warn!(store = %config.label, %error, "listening connection failed; reconnecting");
+                tracing::warn!(store = %config.label, error = %config.label.scrub(&error.to_string()),
+                    "listening connection failed; reconnecting");
                 return;
             }
             Err(_) => {

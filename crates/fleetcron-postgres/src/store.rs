@@ -6,7 +6,7 @@ use crate::listener::{self, ListenConfig};
 use crate::sql::{self, Statements};
 use async_trait::async_trait;
 use fleetcron_core::store::{Decide, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, TaskState, Timestamp};
+use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Postgres, Row};
@@ -172,7 +172,7 @@ pub struct PostgresStore {
     acquire_timeout: Duration,
     last_now: Mutex<Option<Timestamp>>,
     suspect: AtomicBool,
-    label: String,
+    label: StoreLabel,
     wakeups: broadcast::Sender<String>,
     listen: ListenConfig,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -283,18 +283,23 @@ impl PostgresStore {
             None => options,
         };
         options.validate()?;
-        let shown = crate::url::redact(url);
-        let mut connect = PgConnectOptions::from_str(&parsed.connect)
-            .map_err(|error| StoreError::Config(format!("invalid PostgreSQL URL {shown:?}: {error}")))?;
+        let shown = fleetcron_core::redact_url(url);
+        let mut connect = PgConnectOptions::from_str(&parsed.connect).map_err(|error| {
+            StoreLabel::of_url(url)
+                .scrub_error(StoreError::Config(format!("invalid PostgreSQL URL {shown:?}: {error}")))
+        })?;
         if connect.get_application_name().is_none() {
             connect = connect.application_name("fleetcron");
         }
         let schema = options.schema.clone();
-        let label = format!(
-            "PostgreSQL {}:{}/{} (schema {schema})",
-            connect.get_host(),
-            connect.get_port(),
-            connect.get_database().unwrap_or(connect.get_username()),
+        let label = StoreLabel::new(
+            format!(
+                "PostgreSQL {}:{}/{} (schema {schema})",
+                connect.get_host(),
+                connect.get_port(),
+                connect.get_database().unwrap_or(connect.get_username()),
+            ),
+            url,
         );
         let statement_ms = options.statement_timeout.as_millis().max(1);
         let session =

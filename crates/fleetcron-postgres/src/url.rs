@@ -1,6 +1,33 @@
 //! Parsing of `postgres://` store URLs and validation of schema names.
 
+use fleetcron_core::redact::{has_ambiguous_userinfo, redact_url, unknown_parameter, AMBIGUOUS_USERINFO};
 use fleetcron_core::StoreError;
+
+/// The query parameters a store URL may hold: fleetcron's `schema`, and every parameter sqlx 0.8's
+/// `PgConnectOptions` reads (anything else sqlx would ignore with a warning that echoes its value).
+/// `options[NAME]` (one server setting) is accepted for any `NAME`.
+pub(crate) const ACCEPTED: &[&str] = &[
+    "schema",
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+    "options[NAME]",
+];
 
 /// A store URL split into what sqlx understands and fleetcron's own `schema` parameter.
 #[derive(Debug, PartialEq, Eq)]
@@ -13,9 +40,9 @@ pub(crate) struct StoreUrl {
 
 /// Splits `postgres://` and `postgresql://` URLs. Every parameter sqlx knows (`sslmode`,
 /// `application_name`, `options`, ...) is kept; `schema=NAME` is taken out and validated with
-/// [`validate_schema`].
+/// [`validate_schema`]; any other parameter is refused, naming the [`ACCEPTED`] ones.
 pub(crate) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
-    let shown = redact(url);
+    let shown = redact_url(url);
     let invalid = |reason: &str| {
         StoreError::Config(format!(
             "invalid PostgreSQL URL {shown:?}: {reason} (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE\
@@ -25,6 +52,9 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
     let (scheme, _) = url.split_once("://").ok_or_else(|| invalid("it has no scheme"))?;
     if !scheme.eq_ignore_ascii_case("postgres") && !scheme.eq_ignore_ascii_case("postgresql") {
         return Err(invalid("the scheme must be postgres:// or postgresql://"));
+    }
+    if has_ambiguous_userinfo(url) {
+        return Err(invalid(AMBIGUOUS_USERINFO));
     }
     let (base, fragment) = match url.split_once('#') {
         Some((base, fragment)) => (base, Some(fragment)),
@@ -40,7 +70,12 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, StoreError> {
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "schema" {
+        let name = percent_decode(&key.replace('+', " ")).unwrap_or_else(|| key.to_owned());
+        let known = ACCEPTED.contains(&name.as_str()) || (name.starts_with("options[") && name.ends_with(']'));
+        if !known {
+            return Err(invalid(&unknown_parameter(&name, ACCEPTED)));
+        }
+        if name == "schema" {
             let value = percent_decode(value).ok_or_else(|| invalid("the schema parameter has an invalid %-escape"))?;
             if schema.is_some() {
                 return Err(invalid("the schema parameter is given twice"));
@@ -90,22 +125,6 @@ pub(crate) fn validate_schema(schema: &str) -> Result<(), StoreError> {
         return Err(invalid("names starting with pg_ are reserved by PostgreSQL"));
     }
     Ok(())
-}
-
-/// The URL with its password replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -185,11 +204,42 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        match parse("mysql://u:secret@h/db") {
-            Err(error) => assert!(!error.to_string().contains("secret"), "{error}"),
-            Ok(_) => panic!("accepted"),
+        for url in [
+            "mysql://u:secret@h/db",
+            "postgres://u:secret/x@h/db",
+            "postgres://u@h/db?password=secret&Schema=x",
+            "postgres://u:secret@h/db?Schema=x",
+        ] {
+            match parse(url) {
+                Err(error) => assert!(!error.to_string().contains("secret"), "{error}"),
+                Ok(_) => panic!("{url}: accepted"),
+            }
         }
+    }
+
+    #[test]
+    fn unknown_parameters_are_refused_naming_the_accepted_ones() {
+        match parse("postgres://u:pw@h/db?Schema=jobs") {
+            Err(StoreError::Config(message)) => {
+                assert!(message.contains(r#"unknown parameter "Schema""#), "{message}");
+                assert!(message.contains("accepted: schema, sslmode,"), "{message}");
+                assert!(message.contains("u:***@h"), "{message}");
+            }
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+        for url in [
+            "postgres://h/db?schem=x",
+            "postgres://h/db?sslmode=disable&bogus",
+            "postgres://h/db?PASSWORD=x",
+        ] {
+            assert!(matches!(parse(url), Err(StoreError::Config(_))), "{url}");
+        }
+        let all = "postgres://h/db?sslmode=disable&ssl-mode=prefer&sslrootcert=a&ssl-root-cert=a&ssl-ca=a&sslcert=a\
+                   &ssl-cert=a&sslkey=a&ssl-key=a&statement-cache-capacity=1&host=h&hostaddr=127.0.0.1&port=1\
+                   &dbname=d&user=u&password=p&application_name=a&options=-c%20x%3Dy&options%5Bsearch_path%5D=s\
+                   &schema=s";
+        let parsed = split(all);
+        assert_eq!(parsed.schema.as_deref(), Some("s"));
+        assert!(!parsed.connect.contains("schema="));
     }
 }

@@ -3,6 +3,7 @@
 //! so after every (re)subscription the listener sends one empty wake-up, which tells the engine to
 //! poll; polling remains the fallback in any case.
 
+use fleetcron_core::StoreLabel;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -16,7 +17,7 @@ pub(crate) async fn listen(
     channel: String,
     wakeups: broadcast::Sender<String>,
     connection_timeout: Duration,
-    label: String,
+    label: StoreLabel,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -39,7 +40,7 @@ pub(crate) async fn listen(
                 tracing::warn!(
                     server = %label,
                     %channel,
-                    %reason,
+                    reason = %label.scrub(&reason),
                     retry_in_ms = backoff.as_millis() as u64,
                     "cannot subscribe to wake-ups; polling continues"
                 );

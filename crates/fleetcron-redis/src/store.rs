@@ -7,7 +7,7 @@ use crate::pubsub;
 use crate::scripts::{COMMIT, DUE, MIGRATE, PRUNE, READ_STATES, RUNS};
 use async_trait::async_trait;
 use fleetcron_core::store::{Decide, Mutation, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, TaskState, Timestamp};
+use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
 use std::future::Future;
@@ -123,7 +123,7 @@ pub struct RedisStore {
     response_timeout: Duration,
     connection_timeout: Duration,
     last_now_ms: Mutex<Option<i64>>,
-    label: String,
+    label: StoreLabel,
     wakeups: broadcast::Sender<String>,
     listener: Mutex<Option<JoinHandle<()>>>,
     runtime: tokio::runtime::Handle,
@@ -223,17 +223,17 @@ impl RedisStore {
         options.validate()?;
         let parsed = crate::url::parse(url)?;
         let keys = Keys::new(parsed.prefix.as_deref().unwrap_or(&options.key_prefix))?;
-        let label = format!("{} (key prefix {})", parsed.label, keys.prefix());
+        let label = StoreLabel::new(format!("{} (key prefix {})", parsed.label, keys.prefix()), url);
         let client = redis::Client::open(parsed.connect.as_str()).map_err(|error| {
-            StoreError::Config(format!(
+            label.scrub_error(StoreError::Config(format!(
                 "Redis URL {}: {error}{}",
-                crate::url::redact(url),
+                fleetcron_core::redact_url(url),
                 if parsed.connect.to_ascii_lowercase().starts_with("rediss") {
                     " (this build of fleetcron-redis has no TLS support; use redis:// or a TLS tunnel)"
                 } else {
                     ""
                 }
-            ))
+            )))
         })?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))

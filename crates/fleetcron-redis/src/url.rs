@@ -1,7 +1,12 @@
 //! Parsing of `redis://` and `rediss://` store URLs: the `prefix` query parameter is fleetcron's and
 //! is removed before redis-rs sees the URL; everything else is redis-rs's.
 
+use fleetcron_core::redact::{has_ambiguous_userinfo, redact_url, unknown_parameter, AMBIGUOUS_USERINFO};
 use fleetcron_core::StoreError;
+
+/// The query parameters a store URL may hold: fleetcron's `prefix`, and `protocol` — the only one
+/// redis-rs 1.8 reads from a `redis://` URL (anything else it would ignore silently).
+pub(crate) const ACCEPTED: &[&str] = &["prefix", "protocol"];
 
 /// A store URL split into what redis-rs connects to and what fleetcron reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,17 +19,21 @@ pub(crate) struct ParsedUrl {
     pub(crate) label: String,
 }
 
-/// Splits `url`; refuses other schemes, an empty or repeated `prefix` and bad `%` escapes.
+/// Splits `url`; refuses other schemes, an empty or repeated `prefix`, bad `%` escapes, parameters
+/// other than the [`ACCEPTED`] ones and an `@` after the host (an unencoded `/ ? #` in the password).
 pub(crate) fn parse(url: &str) -> Result<ParsedUrl, StoreError> {
     let invalid = |reason: &str| {
         StoreError::Config(format!(
             "invalid Redis URL {:?}: {reason} (expected redis://[user:password@]host[:port][/db][?prefix=NAME])",
-            redact(url)
+            redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("it has no scheme"))?;
     if !scheme.eq_ignore_ascii_case("redis") && !scheme.eq_ignore_ascii_case("rediss") {
         return Err(invalid("the scheme must be redis:// or rediss://"));
+    }
+    if has_ambiguous_userinfo(url) {
+        return Err(invalid(AMBIGUOUS_USERINFO));
     }
     if rest.contains('#') {
         return Err(invalid("fragments are not supported"));
@@ -43,7 +52,11 @@ pub(crate) fn parse(url: &str) -> Result<ParsedUrl, StoreError> {
             continue;
         }
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == "prefix" {
+        let decoded = percent_decode(name).unwrap_or_else(|| name.to_owned());
+        if !ACCEPTED.contains(&decoded.as_str()) {
+            return Err(invalid(&unknown_parameter(&decoded, ACCEPTED)));
+        }
+        if decoded == "prefix" {
             if prefix.is_some() {
                 return Err(invalid("the prefix parameter is given twice"));
             }
@@ -67,22 +80,6 @@ pub(crate) fn parse(url: &str) -> Result<ParsedUrl, StoreError> {
         prefix,
         label: format!("{scheme}://{host}"),
     })
-}
-
-/// `url` with any password replaced by `***`, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let location_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (location, tail) = rest.split_at(location_end);
-    match location.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -146,7 +143,7 @@ mod tests {
             "redis://h#x",
         ] {
             match parse(url) {
-                Err(StoreError::Config(message)) => assert!(message.contains(url), "{message}"),
+                Err(StoreError::Config(message)) => assert!(message.contains(&redact_url(url)), "{message}"),
                 other => panic!("{url}: expected a Config error, got {other:?}"),
             }
         }
@@ -154,12 +151,32 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://u:pw@h:1/0?x=1"), "redis://u:***@h:1/0?x=1");
-        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-        match parse("mysql://u:pw@h") {
-            Err(StoreError::Config(message)) => assert!(!message.contains("pw@"), "{message}"),
+        for url in [
+            "mysql://u:hunter2@h",
+            "redis://:hunter2@h?Prefix=x",
+            "redis://h?password=hunter2",
+            "redis://:hunter2/x@h",
+            "redis://:hunter2@h?prefix=",
+        ] {
+            match parse(url) {
+                Err(StoreError::Config(message)) => assert!(!message.contains("hunter2"), "{message}"),
+                other => panic!("{url}: expected a Config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_name_the_accepted_ones() {
+        match parse("redis://:pw@h?Prefix=jobs") {
+            Err(StoreError::Config(message)) => assert!(
+                message.contains(r#"unknown parameter "Prefix" in the store URL; accepted: prefix, protocol"#),
+                "{message}"
+            ),
             other => panic!("expected a Config error, got {other:?}"),
         }
+        assert_eq!(
+            parsed("redis://h?protocol=resp3&prefix=p").connect,
+            "redis://h?protocol=resp3"
+        );
     }
 }

@@ -158,7 +158,10 @@ impl SqliteStore {
     /// Opens the database a `sqlite:` URL names (see [`Self::from_url`]) with `options`.
     pub async fn from_url_with(url: &str, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = crate::url::parse(url)?;
-        Self::open_with(path, options).await
+        // A path holds no password, but a mistyped URL (`sqlite://user:password@…`) may look like one.
+        Self::open_with(path, options)
+            .await
+            .map_err(|error| fleetcron_core::StoreLabel::of_url(url).scrub_error(error))
     }
 
     /// The database file.

@@ -1,5 +1,6 @@
 //! Parsing of `sqlite:` store URLs.
 
+use fleetcron_core::redact::redact_url;
 use fleetcron_core::StoreError;
 use std::path::PathBuf;
 
@@ -8,12 +9,15 @@ use std::path::PathBuf;
 /// * `sqlite:///var/lib/fleetcron.db` and `sqlite:/var/lib/fleetcron.db`: absolute paths;
 /// * `sqlite://fleetcron.db` and `sqlite:data/fleetcron.db`: relative to the working directory;
 /// * `%XX` escapes are decoded (`sqlite:///tmp/my%20jobs.db`);
-/// * query strings and fragments (`?mode=ro`) are refused: set options with
-///   [`SqliteOptions`](crate::SqliteOptions) instead.
+/// * query strings and fragments (`?mode=ro`) are refused — a `sqlite:` URL accepts no parameters: set
+///   options with [`SqliteOptions`](crate::SqliteOptions) instead.
+///
+/// Messages show the URL through [`redact_url`].
 pub(crate) fn parse(url: &str) -> Result<PathBuf, StoreError> {
     let invalid = |reason: &str| {
         StoreError::Config(format!(
-            "invalid SQLite URL {url:?}: {reason} (expected sqlite:///absolute/path.db or sqlite://relative/path.db)"
+            "invalid SQLite URL {:?}: {reason} (expected sqlite:///absolute/path.db or sqlite://relative/path.db)",
+            redact_url(url)
         ))
     };
     let (scheme, rest) = url.split_once(':').ok_or_else(|| invalid("it has no scheme"))?;
@@ -21,12 +25,11 @@ pub(crate) fn parse(url: &str) -> Result<PathBuf, StoreError> {
         return Err(invalid("the scheme must be sqlite:"));
     }
     let path = rest.strip_prefix("//").unwrap_or(rest);
-    if let Some(position) = path.find(['?', '#']) {
-        return Err(invalid(&format!(
-            "query parameters and fragments ({:?}) are not supported: the store always opens the file \
-             read-write in WAL mode; use SqliteStore::open_with and SqliteOptions for settings",
-            &path[position..]
-        )));
+    if path.contains(['?', '#']) {
+        return Err(invalid(
+            "a sqlite: URL accepts no parameters (accepted: none) and no fragment: the store always opens the \
+             file read-write in WAL mode; use SqliteStore::open_with and SqliteOptions for settings",
+        ));
     }
     let path = percent_decode(path).ok_or_else(|| invalid("it has an invalid %-escape"))?;
     if path.is_empty() {
@@ -89,9 +92,16 @@ mod tests {
             "sqlite://%zz.db",
         ] {
             match parse(url) {
-                Err(StoreError::Config(message)) => assert!(message.contains(url), "{message}"),
+                Err(StoreError::Config(message)) => assert!(message.contains(&redact_url(url)), "{message}"),
                 other => panic!("{url}: expected a Config error, got {other:?}"),
             }
+        }
+        match parse("sqlite:///tmp/f.db?password=hunter22&mode=ro") {
+            Err(StoreError::Config(message)) => {
+                assert!(!message.contains("hunter22"), "{message}");
+                assert!(message.contains("accepts no parameters (accepted: none)"), "{message}");
+            }
+            other => panic!("expected a Config error, got {other:?}"),
         }
     }
 }

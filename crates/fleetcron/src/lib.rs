@@ -36,16 +36,20 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// `redis://HOST[:PORT][/DB][?prefix=NAME]`, `memory://`
 /// (private) or `memory://NAME` (shared by every strategy of this process that names it). Other schemes
 /// are refused with a clear error.
+///
+/// The URL is never shown: `Debug`, [`Self::label`] and every error show it through
+/// [`redact_url`](fleetcron_core::redact::redact_url) (no password, no secret parameter), and every
+/// error the strategy returns is scrubbed of the URL's secrets.
 #[derive(Clone)]
 pub struct DefaultSchedulerStrategy {
     inner: Arc<dyn SchedulerStrategy>,
-    url: String,
+    label: StoreLabel,
 }
 
 impl std::fmt::Debug for DefaultSchedulerStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DefaultSchedulerStrategy")
-            .field("url", &self.url)
+            .field("store", &self.label)
             .finish()
     }
 }
@@ -78,9 +82,24 @@ impl DefaultSchedulerStrategy {
 
     /// Connects to the store at `url` with `config`.
     pub async fn connect_with(url: &str, config: EngineConfig) -> Result<Self, StoreError> {
+        let label = StoreLabel::of_url(url);
+        Self::open(url, config, &label)
+            .await
+            .map(|inner| Self {
+                inner,
+                label: label.clone(),
+            })
+            .map_err(|error| label.scrub_error(error))
+    }
+
+    async fn open(
+        url: &str,
+        config: EngineConfig,
+        label: &StoreLabel,
+    ) -> Result<Arc<dyn SchedulerStrategy>, StoreError> {
         let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
             StoreError::Config(format!(
-                "store URL {url:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                "store URL {label:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
             ))
         })?;
         let inner: Arc<dyn SchedulerStrategy> = match scheme {
@@ -103,30 +122,33 @@ impl DefaultSchedulerStrategy {
             }
             other => {
                 return Err(StoreError::Config(format!(
-                    "unknown store scheme {other:?} in {url:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+                    "unknown store scheme {:?} in {label:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://",
+                    fleetcron_core::redact::truncate(other, 32)
                 )))
             }
         };
-        Ok(Self {
-            inner,
-            url: url.to_owned(),
-        })
+        Ok(inner)
     }
 
-    /// The URL this strategy was connected with.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The store this strategy was connected to, as a label safe to print: the URL without its password
+    /// or secret parameters ([`redact_url`](fleetcron_core::redact::redact_url)).
+    pub fn label(&self) -> &str {
+        self.label.as_str()
+    }
+
+    fn scrub<T>(&self, result: Result<T, SchedulerError>) -> Result<T, SchedulerError> {
+        result.map_err(|error| self.label.secrets().scrub_scheduler_error(error))
     }
 }
 
 #[async_trait]
 impl SchedulerStrategy for DefaultSchedulerStrategy {
     async fn init(&self, worker_id: &str) -> Result<(), SchedulerError> {
-        self.inner.init(worker_id).await
+        self.scrub(self.inner.init(worker_id).await)
     }
 
     async fn destroy(&self) -> Result<(), SchedulerError> {
-        self.inner.destroy().await
+        self.scrub(self.inner.destroy().await)
     }
 
     async fn failed(&self) -> SchedulerError {
@@ -138,45 +160,46 @@ impl SchedulerStrategy for DefaultSchedulerStrategy {
     }
 
     async fn register_task(&self, task: ScheduledTask) -> Result<Registration, SchedulerError> {
-        self.inner.register_task(task).await
+        self.scrub(self.inner.register_task(task).await)
     }
 
     async fn register_tasks(&self, tasks: Vec<ScheduledTask>) -> Result<Vec<Registration>, SchedulerError> {
-        self.inner.register_tasks(tasks).await
+        self.scrub(self.inner.register_tasks(tasks).await)
     }
 
     async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError> {
-        self.inner.execute_task(task, firing).await
+        self.scrub(self.inner.execute_task(task, firing).await)
     }
 
     async fn execute_many(
         &self,
         firings: Vec<(std::sync::Arc<ScheduledTask>, Firing)>,
     ) -> Vec<Result<ExecuteOutcome, SchedulerError>> {
-        self.inner.execute_many(firings).await
+        let results = self.inner.execute_many(firings).await;
+        results.into_iter().map(|result| self.scrub(result)).collect()
     }
 
     async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
-        self.inner.get_tasks().await
+        self.scrub(self.inner.get_tasks().await)
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskReport>, SchedulerError> {
-        self.inner.get_task(id).await
+        self.scrub(self.inner.get_task(id).await)
     }
 
     async fn trigger_task(&self, id: &str) -> Result<TriggerReceipt, SchedulerError> {
-        self.inner.trigger_task(id).await
+        self.scrub(self.inner.trigger_task(id).await)
     }
 
     async fn update_task(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError> {
-        self.inner.update_task(input).await
+        self.scrub(self.inner.update_task(input).await)
     }
 
     async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
-        self.inner.runs(id, query).await
+        self.scrub(self.inner.runs(id, query).await)
     }
 
     async fn prune_history(&self) -> Result<u64, SchedulerError> {
-        self.inner.prune_history().await
+        self.scrub(self.inner.prune_history().await)
     }
 }

@@ -251,3 +251,61 @@ async fn the_facade_passes_the_store_clock_and_failures_through() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+/// The facade never shows the URL it was given: not in `Debug`, not in its label, not in the errors of
+/// connecting to a server that refuses or is missing, for every scheme.
+#[tokio::test]
+async fn the_password_is_in_no_debug_label_or_error() {
+    const SENTINEL: &str = "S3ntinel";
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let encoded = "S3ntinel%2F%3F%23%40%3A";
+    let mut attempts = Vec::new();
+    for url in [
+        format!("postgres://u:{encoded}@127.0.0.1:{closed}/test"),
+        format!("postgresql://u@127.0.0.1:{closed}/test?password={SENTINEL}"),
+        format!("mysql://u:{encoded}@127.0.0.1:{closed}/test"),
+        format!("mariadb://u:S3ntinel/?#@:@127.0.0.1:{closed}/test"),
+        format!("redis://:{encoded}@127.0.0.1:{closed}"),
+        format!("rediss://:{encoded}@127.0.0.1:{closed}"),
+        format!("redis://127.0.0.1:{closed}?Prefix=x&password={SENTINEL}"),
+        format!("ftp://u:{SENTINEL}@host"),
+        format!("u:{SENTINEL}@host"),
+        format!("sqlite://u:{SENTINEL}@/nonexistent-dir/x.db"),
+    ] {
+        // At once: an unreachable MySQL server takes the pool's whole acquire timeout.
+        attempts.push(tokio::spawn(async move {
+            match DefaultSchedulerStrategy::connect(&url).await {
+                Err(error) => {
+                    let text = format!("{error} {error:?}");
+                    assert!(!text.contains(SENTINEL), "{url}: {text}");
+                }
+                Ok(strategy) => panic!("{url}: connected to {strategy:?}"),
+            }
+        }));
+    }
+    for attempt in attempts {
+        attempt.await.expect("no leak");
+    }
+    // Connected: the label and Debug show no password.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let strategy = DefaultSchedulerStrategy::connect(&url).await.expect("sqlite");
+    assert_eq!(strategy.label(), url);
+    let base = std::env::var("FLEETCRON_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let with_password = base.replacen("postgres@", &format!("postgres:{encoded}@"), 1);
+    match DefaultSchedulerStrategy::connect(&format!("{with_password}?password={SENTINEL}")).await {
+        Ok(strategy) => {
+            let text = format!("{strategy:?} {}", strategy.label());
+            assert!(!text.contains(SENTINEL), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+        Err(error) if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") => {
+            panic!("PostgreSQL is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable: {error}")
+        }
+        Err(error) => eprintln!("\n*** SKIPPED the PostgreSQL part: {error}\n"),
+    }
+}

@@ -182,9 +182,10 @@ fn resolve_store(store: &str, dir: &Path, tag: &str) -> Result<(Backend, String)
         "redis" => (Backend::Redis, "prefix", tag.to_owned()),
         _ => {
             return Err(CliError::usage(format!(
-                "--store {store:?}: expected sqlite, postgres, mysql, redis or a sqlite://, postgres://, \
+                "--store {:?}: expected sqlite, postgres, mysql, redis or a sqlite://, postgres://, \
                  mysql://, mariadb:// or redis:// URL (the memory store lives in one process and cannot be \
-                 shared by worker processes)"
+                 shared by worker processes)",
+                fleetcron::redact_url(store)
             )))
         }
     };
@@ -365,9 +366,10 @@ pub async fn run(args: TortureArgs) -> CliResult {
     let (backend, url) = resolve_store(&args.store, &dir, &tag)?;
     let cuts = faults.contains(&Fault::Cut) && backend != Backend::Sqlite;
     say(&format!(
-        "torture: {} workers on {} ({url}) for {} s, faults {:?}, seed {seed}, files in {}",
+        "torture: {} workers on {} ({}) for {} s, faults {:?}, seed {seed}, files in {}",
         args.workers,
         backend.name(),
+        fleetcron::redact_url(&url),
         args.seconds,
         {
             let mut names: Vec<_> = faults.iter().collect();
@@ -379,7 +381,12 @@ pub async fn run(args: TortureArgs) -> CliResult {
 
     let operator = DefaultSchedulerStrategy::connect_with(&url, EngineConfig::default())
         .await
-        .map_err(|error| CliError::unreachable(format!("cannot open the store {url}: {error}")))?;
+        .map_err(|error| {
+            CliError::unreachable(format!(
+                "cannot open the store {}: {error}",
+                fleetcron::redact_url(&url)
+            ))
+        })?;
     let operator: Arc<dyn SchedulerStrategy> = Arc::new(operator);
 
     let plan = Plan {
@@ -396,8 +403,12 @@ pub async fn run(args: TortureArgs) -> CliResult {
     let mut seats = Vec::new();
     for index in 1..=args.workers {
         let (seat_url, proxy) = if cuts {
-            let (before, host, port, after) = split_host(&url, backend.default_port())
-                .ok_or_else(|| CliError::usage(format!("cannot find the host and port in {url}")))?;
+            let (before, host, port, after) = split_host(&url, backend.default_port()).ok_or_else(|| {
+                CliError::usage(format!(
+                    "cannot find the host and port in {}",
+                    fleetcron::redact_url(&url)
+                ))
+            })?;
             let upstream = tokio::net::lookup_host((host.as_str(), port))
                 .await
                 .ok()

@@ -10,5 +10,7 @@ mod daemon_tasks;
 mod demo;
 mod fleet;
 mod multiprocess;
+mod no_secret_leaks;
 mod schedule;
+mod task_secrets;
 mod torture;

@@ -215,3 +215,48 @@ async fn migrate_waits_for_the_lock_and_gives_up_after_its_timeout() {
     store.migrate().await.expect("migrate");
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
 }
+
+/// A typo in a parameter is an error naming the accepted ones (it used to go to sqlx, which ignored it
+/// silently), and neither it, a wrong password nor an unreachable server echoes the password.
+#[tokio::test]
+async fn unknown_parameters_and_failed_logins_never_echo_the_password() {
+    let Some(db) = TestDb::create("unknown_parameters_and_failed_logins_never_echo_the_password").await else {
+        return;
+    };
+    let (scheme, rest) = db.url.split_once("://").expect("scheme");
+    let location = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let typo = format!("{scheme}://root:S3ntinel%2F%3F%23%40%3A@{location}?Table_Prefix=x_");
+    match MysqlStore::connect_with(&typo, options()).await {
+        Err(StoreError::Config(message)) => {
+            assert!(
+                message.contains(r#"unknown parameter "Table_Prefix" in the store URL; accepted: table_prefix"#),
+                "{message}"
+            );
+            assert!(!message.contains("S3ntinel"), "{message}");
+        }
+        other => panic!("expected Config, got {other:?}"),
+    }
+    for url in [
+        format!("{scheme}://fc_no_user:S3ntinel%2F%3F%23%40%3A@{location}"),
+        format!("{scheme}://root@{location}?password=S3ntinel"),
+        format!("{scheme}://root:S3ntinel/?#@:@{location}"),
+        format!("mysql://root:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test"),
+    ] {
+        let result = MysqlStore::connect_with(
+            &url,
+            options().with_acquire_timeout(std::time::Duration::from_millis(800)),
+        )
+        .await;
+        match result {
+            Err(error) => {
+                let text = format!("{error} {error:?}");
+                assert!(!text.contains("S3ntinel"), "{text}");
+            }
+            Ok(_) => panic!("{url}: connected"),
+        }
+    }
+}

@@ -231,3 +231,39 @@ async fn migrate_waits_for_the_migration_lock() {
     let store = migrating.await.expect("task").expect("migrates once the lock is free");
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
 }
+
+/// A typo in a parameter is an error naming the accepted ones (it used to fall back silently to the
+/// default schema), and neither it nor a failed connection echoes the password.
+#[tokio::test]
+async fn unknown_parameters_and_unreachable_servers_never_echo_the_password() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    for url in [
+        "postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:5432/test?Schema=jobs".to_owned(),
+        "postgres://u@127.0.0.1:5432/test?schema=jobs&password=S3ntinel".to_owned(),
+        "postgres://u:S3ntinel/?#@:@127.0.0.1:5432/test".to_owned(),
+    ] {
+        match PostgresStore::connect(&url).await {
+            Err(StoreError::Config(message)) => {
+                assert!(!message.contains("S3ntinel"), "{message}");
+                if url.contains("Schema") {
+                    assert!(
+                        message.contains(r#"unknown parameter "Schema" in the store URL; accepted: schema, sslmode"#),
+                        "{message}"
+                    );
+                }
+            }
+            other => panic!("{url}: expected a Config error, got {other:?}"),
+        }
+    }
+    let url = format!("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test?password=S3ntinel2");
+    match PostgresStore::connect(&url).await {
+        Err(error) => {
+            let text = format!("{error} {error:?}");
+            assert!(!text.contains("S3ntinel"), "{text}");
+        }
+        Ok(_) => panic!("a closed port answered"),
+    }
+}

@@ -147,3 +147,47 @@ async fn eight_stores_migrate_at_once() {
     }
     increment(stores[7].as_ref(), "t", "w").await.expect("the layout works");
 }
+
+/// A typo in a parameter is an error naming the accepted ones (redis-rs ignored it silently, so
+/// `Prefix=` used to fall back to the default prefix), and neither it, a refused login nor an
+/// unreachable server echoes the password.
+#[tokio::test]
+async fn unknown_parameters_and_failed_logins_never_echo_the_password() {
+    if !redis_ready("unknown_parameters_and_failed_logins_never_echo_the_password").await {
+        return;
+    }
+    let base = redis_url();
+    let (_, location) = base.split_once("://").expect("scheme");
+    let location = location.rsplit_once('@').map_or(location, |(_, host)| host);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    match RedisStore::connect(&format!("redis://:S3ntinel%2F%3F%23%40%3A@{location}?Prefix=jobs")).await {
+        Err(StoreError::Config(message)) => {
+            assert!(
+                message.contains(r#"unknown parameter "Prefix" in the store URL; accepted: prefix, protocol"#),
+                "{message}"
+            );
+            assert!(!message.contains("S3ntinel"), "{message}");
+        }
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+    let options = RedisOptions::default()
+        .with_response_timeout(StdDuration::from_millis(1000))
+        .with_connection_timeout(StdDuration::from_millis(500));
+    for url in [
+        format!("redis://fc_no_such_user:S3ntinel%2F%3F%23%40%3A@{location}"),
+        format!("redis://{location}?password=S3ntinel"),
+        format!("redis://:S3ntinel/?#@:@{location}"),
+        format!("redis://:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}"),
+    ] {
+        match RedisStore::connect_with(&url, options.clone()).await {
+            Err(error) => {
+                let text = format!("{error} {error:?}");
+                assert!(!text.contains("S3ntinel"), "{text}");
+            }
+            Ok(_) => panic!("{url}: connected"),
+        }
+    }
+}
