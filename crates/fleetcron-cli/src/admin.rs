@@ -114,7 +114,8 @@ pub fn store_error(url: &str, error: &StoreError) -> CliError {
 fn admin_error(url: &str, id: &str, error: SchedulerError) -> CliError {
     match error {
         SchedulerError::UnknownTask(_) => CliError::runtime(format!(
-            "unknown task {id:?} in the store {}: `fleetcron tasks list` with the same --store shows the known ids",
+            "unknown task {} in the store {}: `fleetcron tasks list` with the same --store shows the known ids",
+            fleetcron::limits::echo(id),
             redact_url(url)
         )),
         SchedulerError::TaskDisabled(_) => {

@@ -250,6 +250,12 @@ pub async fn run(args: RunArgs) -> CliResult {
         builder
             .build()
             .map_err(|error| CliError::usage(format!("{}: {error}", args.config.display())))?;
+        let url = args
+            .store
+            .clone()
+            .or_else(|| config.store.clone())
+            .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+        DefaultSchedulerStrategy::check_url(&url).map_err(|error| store_error(&url, &error))?;
         say(&format!(
             "{}: valid ({} task{})",
             args.config.display(),

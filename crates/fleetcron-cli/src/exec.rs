@@ -136,8 +136,51 @@ fn run_env(context: &TaskContext) -> Vec<(&'static str, String)> {
         ("FLEETCRON_FENCE", context.fence.to_string()),
         ("FLEETCRON_ATTEMPT", context.attempt.to_string()),
         ("FLEETCRON_WORKER_ID", context.worker_id.clone()),
-        ("FLEETCRON_PARAMS", context.params.to_string()),
     ]
+}
+
+/// Largest `params` handed in the environment (`FLEETCRON_PARAMS`); Linux refuses to start a process
+/// with one environment string over 128 KiB, so larger params go through a file.
+pub const MAX_PARAMS_IN_ENV: usize = 64 * 1024;
+
+/// Where a command finds its task's `params`: the `FLEETCRON_PARAMS` variable when they are small, else a
+/// file (mode 0600) named by `FLEETCRON_PARAMS_FILE`, removed when the run ends.
+struct ParamsHandoff {
+    file: Option<std::path::PathBuf>,
+}
+
+impl ParamsHandoff {
+    fn prepare(context: &TaskContext, command: &mut Command) -> Result<Self, TaskError> {
+        let json = context.params.to_string();
+        if json.len() <= MAX_PARAMS_IN_ENV {
+            command.env("FLEETCRON_PARAMS", json);
+            return Ok(Self { file: None });
+        }
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = std::env::temp_dir().join(format!("fleetcron-params-{}.json", context.run_id));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| TaskError::new(format!("cannot write the params file {}: {error}", path.display())))?;
+        let handoff = Self {
+            file: Some(path.clone()),
+        };
+        file.write_all(json.as_bytes())
+            .map_err(|error| TaskError::new(format!("cannot write the params file {}: {error}", path.display())))?;
+        command.env("FLEETCRON_PARAMS_FILE", &path);
+        Ok(handoff)
+    }
+}
+
+impl Drop for ParamsHandoff {
+    fn drop(&mut self) {
+        if let Some(path) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Applies `inherit_env` to a command: what it keeps of the daemon's environment (the task's `env` and
@@ -193,6 +236,7 @@ pub async fn run_command(
     inherit(&mut command, inherit_env);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command.envs(run_env(&context));
+    let _params = ParamsHandoff::prepare(&context, &mut command)?;
     let mut child = command
         .spawn()
         .map_err(|error| TaskError::new(format!("cannot start {program:?}: {error}")))?;

@@ -250,6 +250,22 @@ impl MysqlStore {
         Self::connect_with(url, MysqlOptions::default()).await
     }
 
+    /// Checks a URL as [`Self::connect`] would, without connecting: scheme, parameters, table prefix,
+    /// database.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let parsed = crate::url::parse(url)?;
+        if let Some(prefix) = &parsed.table_prefix {
+            crate::url::validate_prefix(prefix)?;
+        }
+        let label = StoreLabel::new(&parsed.label, url);
+        let connect_options = MySqlConnectOptions::from_str(&parsed.sqlx_url)
+            .map_err(|error| error::map(&label, "reading the URL", error))?;
+        if connect_options.get_database().is_none() {
+            return Err(StoreError::Config(format!("MySQL URL {label} names no database")));
+        }
+        Ok(())
+    }
+
     /// Connects to the database `url` names (see [`Self::connect`]) with `options`.
     pub async fn connect_with(url: &str, mut options: MysqlOptions) -> Result<Self, StoreError> {
         let parsed = crate::url::parse(url)?;

@@ -274,6 +274,21 @@ impl PostgresStore {
         Self::connect_with(url, PostgresOptions::default()).await
     }
 
+    /// Checks a URL as [`Self::connect`] would, without connecting: scheme, parameters, schema name.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let parsed = crate::url::parse(url)?;
+        if let Some(schema) = &parsed.schema {
+            crate::url::validate_schema(schema)?;
+        }
+        PgConnectOptions::from_str(&parsed.connect).map_err(|error| {
+            StoreLabel::of_url(url).scrub_error(StoreError::Config(format!(
+                "invalid PostgreSQL URL {:?}: {error}",
+                fleetcron_core::redact_url(url)
+            )))
+        })?;
+        Ok(())
+    }
+
     /// Connects with `options` (see [`Self::connect`]); the URL's `schema` parameter overrides
     /// [`PostgresOptions::schema`].
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {

@@ -220,6 +220,25 @@ impl RedisStore {
     /// server does not answer a `PING` within the timeouts. Does not create anything: call
     /// [`Store::migrate`] (the engine does on `init`).
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        Self::connect_checked(url, options).await
+    }
+
+    /// Checks a URL as [`Self::connect`] would, without connecting: scheme, parameters, key prefix.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let parsed = crate::url::parse(url)?;
+        if let Some(prefix) = &parsed.prefix {
+            Keys::new(prefix)?;
+        }
+        redis::Client::open(parsed.connect.as_str()).map_err(|error| {
+            StoreLabel::new(parsed.label.clone(), url).scrub_error(StoreError::Config(format!(
+                "Redis URL {}: {error}",
+                fleetcron_core::redact_url(url)
+            )))
+        })?;
+        Ok(())
+    }
+
+    async fn connect_checked(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         options.validate()?;
         let parsed = crate::url::parse(url)?;
         let keys = Keys::new(parsed.prefix.as_deref().unwrap_or(&options.key_prefix))?;

@@ -155,6 +155,11 @@ impl SqliteStore {
         Self::from_url_with(url, SqliteOptions::default()).await
     }
 
+    /// Checks a `sqlite:` URL as [`Self::from_url`] would, without opening the file.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        crate::url::parse(url).map(|_| ())
+    }
+
     /// Opens the database a `sqlite:` URL names (see [`Self::from_url`]) with `options`.
     pub async fn from_url_with(url: &str, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = crate::url::parse(url)?;

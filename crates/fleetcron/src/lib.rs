@@ -92,39 +92,42 @@ impl DefaultSchedulerStrategy {
             .map_err(|error| label.scrub_error(error))
     }
 
+    /// Checks a store URL as [`Self::connect`] would, without connecting or opening anything: the
+    /// scheme, the backend's URL syntax and parameters. The daemon's `--check` calls it.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let label = StoreLabel::of_url(url);
+        let checked = match Backend::of(url, &label)? {
+            Backend::Sqlite => SqliteStore::check_url(url),
+            Backend::Memory(_) => Ok(()),
+            Backend::Postgres => PostgresStore::check_url(url),
+            Backend::Redis => RedisStore::check_url(url),
+            Backend::Mysql => MysqlStore::check_url(url),
+        };
+        checked.map_err(|error| label.scrub_error(error))
+    }
+
     async fn open(
         url: &str,
         config: EngineConfig,
         label: &StoreLabel,
     ) -> Result<Arc<dyn SchedulerStrategy>, StoreError> {
-        let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
-            StoreError::Config(format!(
-                "store URL {label:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
-            ))
-        })?;
-        let inner: Arc<dyn SchedulerStrategy> = match scheme {
-            "sqlite" => {
+        let inner: Arc<dyn SchedulerStrategy> = match Backend::of(url, label)? {
+            Backend::Sqlite => {
                 let store = SqliteStore::from_url(url).await?;
                 Arc::new(SqliteStrategy::with_config(Arc::new(store), config))
             }
-            "memory" => Arc::new(MemoryStrategy::with_config(memory_store(rest)?, config)),
-            "postgres" | "postgresql" => {
+            Backend::Memory(name) => Arc::new(MemoryStrategy::with_config(memory_store(name)?, config)),
+            Backend::Postgres => {
                 let store = PostgresStore::connect(url).await?;
                 Arc::new(PostgresStrategy::with_config(Arc::new(store), config))
             }
-            "redis" | "rediss" => {
+            Backend::Redis => {
                 let store = RedisStore::connect(url).await?;
                 Arc::new(RedisStrategy::with_config(Arc::new(store), config))
             }
-            "mysql" | "mariadb" => {
+            Backend::Mysql => {
                 let store = MysqlStore::connect(url).await?;
                 Arc::new(MysqlStrategy::with_config(Arc::new(store), config))
-            }
-            other => {
-                return Err(StoreError::Config(format!(
-                    "unknown store scheme {:?} in {label:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://",
-                    fleetcron_core::redact::truncate(other, 32)
-                )))
             }
         };
         Ok(inner)
@@ -138,6 +141,39 @@ impl DefaultSchedulerStrategy {
 
     fn scrub<T>(&self, result: Result<T, SchedulerError>) -> Result<T, SchedulerError> {
         result.map_err(|error| self.label.secrets().scrub_scheduler_error(error))
+    }
+}
+
+/// The backend a store URL names, by its scheme (case-insensitive, as the backends read it).
+enum Backend<'u> {
+    Sqlite,
+    /// `memory://NAME`: the name, empty for a private store.
+    Memory(&'u str),
+    Postgres,
+    Redis,
+    Mysql,
+}
+
+impl<'u> Backend<'u> {
+    fn of(url: &'u str, label: &StoreLabel) -> Result<Self, StoreError> {
+        let (scheme, rest) = url.split_once("://").or_else(|| url.split_once(':')).ok_or_else(|| {
+            StoreError::Config(format!(
+                "store URL {label:?} has no scheme; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://"
+            ))
+        })?;
+        Ok(match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Backend::Sqlite,
+            "memory" => Backend::Memory(rest),
+            "postgres" | "postgresql" => Backend::Postgres,
+            "redis" | "rediss" => Backend::Redis,
+            "mysql" | "mariadb" => Backend::Mysql,
+            _ => {
+                return Err(StoreError::Config(format!(
+                    "unknown store scheme {:?} in {label:?}; use sqlite://PATH, postgres://USER@HOST[:PORT]/DB[?schema=NAME], mysql://USER@HOST[:PORT]/DB[?table_prefix=NAME], redis://HOST[:PORT][/DB][?prefix=NAME] or memory://",
+                    fleetcron_core::redact::truncate(scheme, 32)
+                )))
+            }
+        })
     }
 }
 

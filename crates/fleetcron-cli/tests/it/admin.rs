@@ -158,3 +158,23 @@ fn an_unreachable_store_exits_3_without_a_trace() {
     );
     assert_eq!(daemon.code(), Some(3), "{}", daemon.stderr);
 }
+
+/// An unknown id of 100 KiB is answered with a short message: echoed input is bounded.
+#[test]
+fn a_huge_unknown_id_is_not_echoed_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(&dir.path().join("echo.db"));
+    let migrate = run(&["migrate", "--store", &url], T);
+    assert_eq!(migrate.code(), Some(0), "{}", migrate.stderr);
+    let id = "x".repeat(100 * 1024);
+    for command in ["show", "runs", "trigger", "enable", "disable"] {
+        let out = run(&["tasks", command, &id, "--store", &url], T);
+        assert_eq!(out.code(), Some(1), "{command}: {}", out.stderr);
+        assert!(out.stderr.contains("unknown task \"xxx"), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.len() < 1024,
+            "{command}: {} bytes of stderr",
+            out.stderr.len()
+        );
+    }
+}

@@ -188,3 +188,17 @@ fn a_missing_file_is_a_usage_error() {
     );
     assert!(!out.stderr.contains("panicked"));
 }
+
+/// `--check` refuses a store URL that `run` would refuse (a misspelt parameter), without connecting.
+#[test]
+fn a_store_url_run_would_refuse_fails_the_check() {
+    let out = check(&format!(
+        "store = \"postgres://u@127.0.0.1:1/db?Schema=jobs\"\n{OK_TASK}shell = \"true\"\n"
+    ));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("\"Schema\""), "{}", out.stderr);
+    let fine = check(&format!(
+        "store = \"postgres://u@127.0.0.1:1/db?schema=jobs\"\n{OK_TASK}shell = \"true\"\n"
+    ));
+    assert_eq!(fine.code(), Some(0), "no connection is attempted: {}", fine.stderr);
+}

@@ -144,6 +144,53 @@ kill_grace = "500ms"
 
 /// A tiny HTTP/1.1 server: `/ok` → 200 "fine", `/teapot` → 418, `/slow` → answers after 20 s.
 /// Records each request's first line, the task header and the body.
+/// Params too large for the environment (Linux refuses an environment string over 128 KiB, so the
+/// run could never start) are handed through a private file, removed after the run.
+#[test]
+fn large_params_reach_the_command_through_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let url = sqlite_url(&dir.path().join("s.db"));
+    let blob = "p".repeat(300 * 1024);
+    let config = write_config(
+        dir.path(),
+        "c.toml",
+        &format!(
+            r#"
+store = "{url}"
+[engine]
+poll_interval = "100ms"
+[[task]]
+id = "large"
+schedule = "* * * * * *"
+shell = "test -z \"$FLEETCRON_PARAMS\" && wc -c < \"$FLEETCRON_PARAMS_FILE\" && stat -c %a \"$FLEETCRON_PARAMS_FILE\" && echo $FLEETCRON_PARAMS_FILE > {d}/params-path.txt"
+params = {{ blob = "{blob}" }}
+[[task]]
+id = "small"
+schedule = "* * * * * *"
+shell = "printf '%s' \"$FLEETCRON_PARAMS\"; test -z \"$FLEETCRON_PARAMS_FILE\""
+params = {{ n = 1 }}
+"#
+        ),
+    );
+    let daemon = Daemon::start(dir.path(), &config, "params");
+    wait_until(Duration::from_secs(15), "both tasks to run", || {
+        finished_with(&url, "large", "succeeded").is_some() && finished_with(&url, "small", "succeeded").is_some()
+    });
+    let log = daemon.stop();
+    let large = finished_with(&url, "large", "succeeded").expect("large succeeded");
+    let stdout = large["result"]["stdout"].as_str().unwrap_or_default().to_owned();
+    let expected_bytes = serde_json::json!({ "blob": blob }).to_string().len();
+    assert_eq!(stdout, format!("{expected_bytes}\n600\n"), "{log}");
+    let path = std::fs::read_to_string(dir.path().join("params-path.txt")).expect("the path");
+    assert!(
+        !std::path::Path::new(path.trim()).exists(),
+        "the params file is removed after the run"
+    );
+    let small = finished_with(&url, "small", "succeeded").expect("small succeeded");
+    assert_eq!(small["result"]["stdout"], "{\"n\":1}");
+}
+
 fn serve(requests: Arc<Mutex<Vec<(String, String, String)>>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
