@@ -896,3 +896,16 @@ async fn claims_leave_out_tasks_already_accounted_for() {
         .unwrap_or_else(|problem| panic!("{problem}"));
     assert_eq!(left_out, ["acc", "frac", "past"]);
 }
+
+/// A completion-sized batch of large rows (300 tasks, 128 KiB of result and error text in each state
+/// document and each history row) commits in one mutation, claim-like and completion-like, and reads back
+/// intact (bounded statements: see ARCHITECTURE.md).
+#[tokio::test]
+async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
+    require_server!("large_history_rows_commit_in_one_batch_and_read_back_intact");
+    let schema = TestSchema::new();
+    let store = schema.store().await;
+    fleetcron_conformance::store_cases::large_history_rows_round_trip_in_one_batch(&store, 300, 128 * 1024)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+}
