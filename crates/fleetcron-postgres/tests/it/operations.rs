@@ -904,7 +904,16 @@ async fn claims_leave_out_tasks_already_accounted_for() {
 async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
     require_server!("large_history_rows_commit_in_one_batch_and_read_back_intact");
     let schema = TestSchema::new();
-    let store = schema.store().await;
+    // About what fits, not how fast: encoding 75 MiB of documents in a debug build on a loaded machine
+    // can keep the transaction idle longer than the default 5 s statement timeout.
+    let store = schema
+        .connect_with(
+            schema
+                .options()
+                .with_statement_timeout(std::time::Duration::from_secs(120)),
+        )
+        .await;
+    store.migrate().await.expect("migrate");
     fleetcron_conformance::store_cases::large_history_rows_round_trip_in_one_batch(&store, 300, 128 * 1024)
         .await
         .unwrap_or_else(|problem| panic!("{problem}"));
