@@ -179,6 +179,17 @@ fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
+/// The worker process, killed when the test ends early (a failed assertion), so that it never outlives
+/// the test (nor keeps the tmpfs busy).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn spawn_worker(disk: &Disk, url: &str, log: &Path) -> Child {
     disk.worker_command()
         .arg("worker")
@@ -204,7 +215,8 @@ async fn a_worker_resumes_claiming_after_its_disk_was_full() {
     let logs = tempfile::tempdir().expect("temporary directory for the logs");
     let log = logs.path().join("handlers.log");
 
-    let mut worker = spawn_worker(&disk, &url, &log);
+    let mut worker = Reaped(spawn_worker(&disk, &url, &log));
+    let worker = &mut worker.0;
     disk.watch(worker.id());
     let stdout = collect(worker.stdout.take());
     let stderr = collect(worker.stderr.take());
@@ -290,7 +302,7 @@ async fn a_worker_resumes_claiming_after_its_disk_was_full() {
         shown(&stderr)
     );
     sigterm(&[worker.id()]);
-    let status = wait_with_deadline(&mut worker, Duration::from_secs(20), "the worker");
+    let status = wait_with_deadline(worker, Duration::from_secs(20), "the worker");
     assert!(status.success(), "the worker exited with {status}\n{}", shown(&stderr));
     let _ = stdout;
 
