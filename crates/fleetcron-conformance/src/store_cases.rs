@@ -181,3 +181,143 @@ pub async fn enabling_after_a_long_disable_is_bounded(store: &dyn Store) -> Resu
         other => Err(format!("the task is not enabled with its mark advanced: {other:?}")),
     }
 }
+
+/// Text of exactly `bytes` bytes, different for each (`round`, `row`), with characters that JSON and SQL
+/// escape (`"`, `\`, `'`, newlines) and multi-byte ones, so a mixed-up, cut or re-encoded value shows.
+fn bulky_text(round: u32, row: usize, bytes: usize) -> String {
+    let mut text = format!("r{round}-{row:04}|");
+    let pattern = "fleetcron \"quoted\" \\ back'slash\nnew line é ü ✓ ";
+    while text.len() < bytes {
+        text.push_str(pattern);
+    }
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+/// Large history rows in large batches (bounded work per statement): `rows` tasks, each with a state
+/// document whose last run carries a result and an error of `text_bytes / 2` bytes each, and one history
+/// row carrying the same amount, written in ONE mutation (claim-like: new states, new rows), then all
+/// finished again with new texts in ONE mutation (completion-like: updated states, updated rows); every
+/// document and row must read back intact. A store that sends a batch as statements larger than its
+/// server accepts (MySQL's `max_allowed_packet`) fails here.
+pub async fn large_history_rows_round_trip_in_one_batch(
+    store: &dyn Store,
+    rows: usize,
+    text_bytes: usize,
+) -> Result<(), String> {
+    use fleetcron_core::{LastRun, RunQuery, RunRecord, RunStatus, RunUpdate};
+    use serde_json::Value;
+
+    store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
+    let half = text_bytes / 2;
+    let ids: Vec<String> = (0..rows).map(|row| format!("bulk.{row:04}")).collect();
+    let run_id = |row: usize| format!("bulk-run-{row:04}");
+    let result = |round: u32, row: usize| Value::String(bulky_text(round, row, half));
+    let error = |round: u32, row: usize| bulky_text(round + 10, row, half);
+    let last_run = |round: u32, row: usize| LastRun {
+        run_id: run_id(row),
+        status: RunStatus::Failed,
+        started_at: at(1_000),
+        finished_at: at(2_000 + i64::from(round)),
+        result: Some(result(round, row)),
+        error: Some(error(round, row)),
+    };
+    let index = |id: &str| ids.iter().position(|known| known == id);
+
+    for round in [1_u32, 2] {
+        store
+            .mutate(&ids, &mut |_, id, stored| {
+                let Some(row) = index(id) else {
+                    return Mutation::none();
+                };
+                let mut task = stored.cloned().unwrap_or_else(|| state(id, at(0)));
+                task.last_run = Some(last_run(round, row));
+                if round == 1 {
+                    // Struct update from the shared fixtures: new history columns need no change here.
+                    let record = RunRecord {
+                        task_id: id.to_owned(),
+                        slot: Some(at(1_000)),
+                        claimed_at: Some(at(1_000)),
+                        started_at: Some(at(1_000)),
+                        finished_at: Some(at(2_001)),
+                        result: Some(result(round, row)),
+                        error: Some(error(round, row)),
+                        ..crate::store_fixtures::run(id, &run_id(row), Some(0), 1, RunStatus::Failed)
+                    };
+                    Mutation {
+                        state: Some(task),
+                        insert_runs: vec![record],
+                        update_runs: Vec::new(),
+                    }
+                } else {
+                    let update = RunUpdate {
+                        claimed_at: Some(at(1_000)),
+                        started_at: Some(at(1_000)),
+                        result: Some(result(round, row)),
+                        error: Some(error(round, row)),
+                        ..crate::store_fixtures::finish(&run_id(row), RunStatus::Failed, at(2_002))
+                    };
+                    Mutation {
+                        state: Some(task),
+                        insert_runs: Vec::new(),
+                        update_runs: vec![update],
+                    }
+                }
+            })
+            .await
+            .map_err(|error| {
+                let text = error.to_string();
+                let shown: String = text.chars().take(600).collect();
+                format!("round {round}: one mutation of {rows} rows of {text_bytes} bytes: {shown}")
+            })?;
+
+        let (_, states) = store
+            .load(None)
+            .await
+            .map_err(|error| format!("round {round}: load: {error}"))?;
+        let mut seen = 0;
+        for task in states {
+            let Some(row) = index(&task.definition.id) else {
+                continue;
+            };
+            seen += 1;
+            if task.last_run != Some(last_run(round, row)) {
+                return Err(format!(
+                    "round {round}: the state of {} does not read back intact",
+                    task.definition.id
+                ));
+            }
+        }
+        if seen != rows {
+            return Err(format!("round {round}: {seen} of {rows} states read back"));
+        }
+        for (row, id) in ids.iter().enumerate() {
+            let query = RunQuery {
+                limit: 10,
+                before: None,
+            };
+            let history = store
+                .runs(id, &query)
+                .await
+                .map_err(|error| format!("round {round}: runs of {id}: {error}"))?;
+            let [stored] = history.as_slice() else {
+                return Err(format!("round {round}: {id} has {} history rows", history.len()));
+            };
+            if stored.run_id != run_id(row)
+                || stored.status != RunStatus::Failed
+                || stored.result != Some(result(round, row))
+                || stored.error != Some(error(round, row))
+                || stored.finished_at != Some(at(2_000 + i64::from(round)))
+            {
+                return Err(format!(
+                    "round {round}: the history row of {id} does not read back intact"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

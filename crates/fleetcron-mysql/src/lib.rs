@@ -29,6 +29,15 @@
 //!   finished_at, status, reason MEDIUMTEXT, result LONGTEXT /* JSON */, error MEDIUMTEXT)`, with
 //!   `UNIQUE (task_id, slot, attempt)` and an index on `(task_id, run_id)`.
 //!
+//! # Statement size
+//! The server refuses any packet over its `max_allowed_packet` (16 MiB by default on MariaDB), and a
+//! statement's parameters travel in one packet. The store reads `max_allowed_packet` at connect and cuts
+//! every multi-row write by bytes as well as by rows: at most half of `max_allowed_packet`, and at most
+//! 8 MiB, of row data per statement (a larger single row goes alone). A history row or state document
+//! larger than half of `max_allowed_packet` keeps the end of its error text, led by a note saying how
+//! much was cut (and, if that is not enough, its result is replaced by a note), so a run's outcome is
+//! always recorded; with the engine's default bounds (64 KiB results) this never happens.
+//!
 //! Migrations run under the server lock `GET_LOCK('<database>.<prefix>migrate')`, so any number of
 //! workers may call [`Store::migrate`](fleetcron_core::Store::migrate) at once. History rows that are
 //! not finished (`running`, `pending`) are never pruned.
@@ -42,6 +51,7 @@
 
 mod codec;
 mod error;
+mod packet;
 mod sql;
 mod store;
 mod url;

@@ -2,6 +2,7 @@
 
 use crate::codec::{self, MysqlQuery, RunIdentity, RunRow, StateRow, UpdateRow};
 use crate::error::{self, breaks_connection, is_deadlock, is_duplicate, is_missing_table};
+use crate::packet::{self, PacketLimits};
 use crate::sql::{self, MultiRow, Sql};
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, TimeDelta};
@@ -226,6 +227,8 @@ pub struct MysqlStore {
     operation_timeout: Duration,
     acquire_timeout: Duration,
     migration_lock_timeout: Duration,
+    /// How large one statement and one row may be (from the server's `max_allowed_packet`).
+    packet: PacketLimits,
 }
 
 impl std::fmt::Debug for MysqlStore {
@@ -308,6 +311,21 @@ impl MysqlStore {
             .connect_with(connect_options.clone())
             .await
             .map_err(|error| error::map(&label, "connecting", error))?;
+        // Every statement must fit one packet: read the server's limit once (new sessions copy the
+        // global value, so this is what the pool's connections get).
+        let max_allowed_packet = tokio::time::timeout(
+            options.operation_timeout,
+            sqlx::query_scalar::<_, u64>("SELECT CAST(@@max_allowed_packet AS UNSIGNED)").fetch_one(&pool),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "MySQL store {label}: reading max_allowed_packet: no answer within {:?}",
+                options.operation_timeout
+            ))
+        })?
+        .map_err(|error| error::map(&label, "reading max_allowed_packet", error))?;
+        let packet = PacketLimits::new(usize::try_from(max_allowed_packet).unwrap_or(usize::MAX));
 
         Ok(Self {
             pool,
@@ -321,6 +339,7 @@ impl MysqlStore {
             operation_timeout: options.operation_timeout,
             acquire_timeout: options.acquire_timeout,
             migration_lock_timeout: options.migration_lock_timeout,
+            packet,
         })
     }
 
@@ -446,7 +465,10 @@ impl MysqlStore {
             let existing = stored.get(id);
             let mutation = decide(now, id, existing);
             if let Some(state) = &mutation.state {
-                let row = StateRow::new(id, state, now)?;
+                let mut row = StateRow::new(id, state, now)?;
+                if let Some(fitted) = packet::fit_state(state, row.state.len(), &self.packet) {
+                    row = StateRow::new(id, &fitted, now)?;
+                }
                 if existing.is_some() {
                     states.push(row);
                 } else {
@@ -454,7 +476,9 @@ impl MysqlStore {
                 }
             }
             for run in mutation.insert_runs {
-                runs.push(RunRow::new(run)?);
+                let mut row = RunRow::new(run)?;
+                packet::fit_run_row(&mut row, &self.packet);
+                runs.push(row);
             }
             for update in mutation.update_runs {
                 let row = UpdateRow::new(id, update)?;
@@ -480,7 +504,16 @@ impl MysqlStore {
         // Rows in id order: two transactions inserting the same new ids meet on the first of them.
         new_states.sort_by(|a, b| a.id.cmp(b.id));
         states.sort_by(|a, b| a.id.cmp(b.id));
-        if let Err(error) = execute_chunks(&mut tx, &self.sql.insert_states, &new_states, StateRow::bind).await {
+        if let Err(error) = execute_chunks(
+            &mut tx,
+            &self.sql.insert_states,
+            &new_states,
+            StateRow::bind,
+            packet::state_row_bytes,
+            self.packet.statement_budget,
+        )
+        .await
+        {
             if is_duplicate(&error) {
                 tx.rollback()
                     .await
@@ -492,12 +525,28 @@ impl MysqlStore {
             }
             return Err(self.fail("creating task states", error));
         }
-        execute_chunks(&mut tx, &self.sql.upsert_states, &states, StateRow::bind)
-            .await
-            .map_err(|error| self.fail("writing task states", error))?;
+        execute_chunks(
+            &mut tx,
+            &self.sql.upsert_states,
+            &states,
+            StateRow::bind,
+            packet::state_row_bytes,
+            self.packet.statement_budget,
+        )
+        .await
+        .map_err(|error| self.fail("writing task states", error))?;
 
         self.check_batch_duplicates(&runs)?;
-        if let Err(error) = execute_chunks(&mut tx, &self.sql.insert_runs, &runs, RunRow::bind).await {
+        if let Err(error) = execute_chunks(
+            &mut tx,
+            &self.sql.insert_runs,
+            &runs,
+            RunRow::bind,
+            packet::run_row_bytes,
+            self.packet.statement_budget,
+        )
+        .await
+        {
             if is_duplicate(&error) {
                 // Roll back first: the rows of earlier chunks of this batch must not be mistaken for
                 // stored ones.
@@ -537,12 +586,23 @@ impl MysqlStore {
                 identities
                     .get(&update.run_id)
                     .filter(|identity| identity.task_id == update.task_id)
-                    .map(|identity| RunRow::updated(identity, update))
+                    .map(|identity| {
+                        let mut row = RunRow::updated(identity, update);
+                        packet::fit_run_row(&mut row, &self.packet);
+                        row
+                    })
             })
             .collect();
-        execute_chunks(conn, &self.sql.upsert_runs, &rows, RunRow::bind)
-            .await
-            .map_err(|error| self.fail("updating history rows", error))?;
+        execute_chunks(
+            conn,
+            &self.sql.upsert_runs,
+            &rows,
+            RunRow::bind,
+            packet::run_row_bytes,
+            self.packet.statement_budget,
+        )
+        .await
+        .map_err(|error| self.fail("updating history rows", error))?;
         Ok(())
     }
 
@@ -899,16 +959,20 @@ fn bind_slot_key<'q>(key: &'q (&str, NaiveDateTime, u32), query: MysqlQuery<'q>)
     query.bind(key.0).bind(key.1).bind(key.2)
 }
 
-/// Runs a multi-row statement over `rows`, in chunks.
+/// Runs a multi-row statement over `rows`, in chunks of at most 256 rows and, by `size`, at most
+/// `budget` bytes of row data (a single larger row goes alone), so no statement outgrows a packet.
 async fn execute_chunks<R>(
     conn: &mut MySqlConnection,
     statement: &MultiRow,
     rows: &[R],
     bind: for<'q> fn(&'q R, MysqlQuery<'q>) -> MysqlQuery<'q>,
+    size: fn(&R) -> usize,
+    budget: usize,
 ) -> Result<u64, sqlx::Error> {
     let mut affected = 0;
     let mut rest = rows;
-    for length in sql::chunk_lengths(rows.len()) {
+    let sizes: Vec<usize> = rows.iter().map(size).collect();
+    for length in packet::chunk_lengths_within(&sizes, budget) {
         let (chunk, tail) = rest.split_at(length);
         rest = tail;
         let text = statement

@@ -1,7 +1,21 @@
 //! The key layout. Every key of one task shares the hash tag `{<prefix>:<task_id>}`, so one task's
 //! keys live in one Redis Cluster slot; the fleet-wide keys share the hash tag `{<prefix>}`.
+//!
+//! # Injectivity
+//! A prefix consists of `A-Z a-z 0-9 . _ -` only: no `:` (the separator between prefix and task id),
+//! no braces (they would move the hash tag), no glob characters. So in every key the prefix is exactly
+//! the text between the opening `{` and the first `:` or `}`, whatever the task id holds (task ids
+//! may contain `:`): two different prefixes never produce the same key, the same channel or keys that
+//! one [`Keys::scan_pattern`] matches together. Before this rule, prefix `P:x` and prefix `P` shared
+//! the key `{P:x:y}:state` (task `y` of one, task `x:y` of the other).
 
 use fleetcron_core::StoreError;
+
+/// The characters a prefix may hold, as users are told.
+pub(crate) const ALLOWED_PREFIX_CHARACTERS: &str = "A-Z a-z 0-9 . _ -";
+
+/// Longest prefix (keys stay short; hash tags include it).
+pub(crate) const MAX_PREFIX_LEN: usize = 128;
 
 /// The names of every key and channel under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,19 +24,33 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// The layout under `prefix`, which must be non-empty and free of braces (they would change the
-    /// hash tag), whitespace and control characters.
+    /// The layout under `prefix`, which must be 1 to [`MAX_PREFIX_LEN`] characters of
+    /// [`ALLOWED_PREFIX_CHARACTERS`].
     pub(crate) fn new(prefix: &str) -> Result<Self, StoreError> {
         if prefix.is_empty() {
-            return Err(StoreError::Config("the Redis key prefix is empty".to_owned()));
+            return Err(StoreError::Config(format!(
+                "the Redis key prefix is empty: use 1 to {MAX_PREFIX_LEN} characters of {ALLOWED_PREFIX_CHARACTERS}"
+            )));
+        }
+        let shown = shorten(prefix);
+        if prefix.chars().count() > MAX_PREFIX_LEN {
+            return Err(StoreError::Config(format!(
+                "the Redis key prefix {shown:?} is longer than {MAX_PREFIX_LEN} characters: use 1 to \
+                 {MAX_PREFIX_LEN} characters of {ALLOWED_PREFIX_CHARACTERS}"
+            )));
         }
         if let Some(bad) = prefix
             .chars()
-            .find(|c| matches!(c, '{' | '}') || c.is_whitespace() || c.is_control())
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
+            let why = match bad {
+                ':' => " (`:` separates the prefix from the task id in every key, so prefix `a:b` would share keys with prefix `a`)",
+                '{' | '}' => " (braces would change the keys' hash tags)",
+                _ => "",
+            };
             return Err(StoreError::Config(format!(
-                "the Redis key prefix {prefix:?} contains {bad:?}: use letters, digits and punctuation \
-                 other than braces (braces would change the keys' hash tags)"
+                "the Redis key prefix {shown:?} contains {bad:?}{why}: use only {ALLOWED_PREFIX_CHARACTERS}, \
+                 e.g. `fleet.prod`"
             )));
         }
         Ok(Self {
@@ -80,8 +108,11 @@ impl Keys {
         format!("{}:run:{}", self.tag(task_id), run_id)
     }
 
-    /// A `SCAN MATCH` pattern for every key under the prefix.
+    /// A `SCAN MATCH` pattern for every key under the prefix and no other: `{<prefix>}…` (fleet-wide
+    /// keys) or `{<prefix>:…` (task keys). Another prefix `Q` starts its keys with `{Q}` or `{Q:`; as
+    /// neither prefix holds `:` or `}`, those match only when `Q` is this prefix.
     pub(crate) fn scan_pattern(&self) -> String {
+        // The allowed characters hold no glob syntax; escape anyway, in case the rule ever widens.
         let mut pattern = String::from("{");
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -91,6 +122,15 @@ impl Keys {
         }
         pattern.push_str("[}:]*");
         pattern
+    }
+}
+
+/// At most 64 characters of `text`, for messages.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -115,13 +155,63 @@ mod tests {
         assert_eq!(keys.slots("a.b"), "{fc:a.b}:slots");
         assert_eq!(keys.run("a.b", "r1"), "{fc:a.b}:run:r1");
         assert_eq!(slot_key(1_700_000_000_000, 2), "1700000000000:2");
-        assert_eq!(Keys::new("a*b").expect("valid").scan_pattern(), "{a\\*b[}:]*");
+        assert_eq!(
+            Keys::new("fc.prod-1_a").expect("valid").scan_pattern(),
+            "{fc.prod-1_a[}:]*"
+        );
     }
 
     #[test]
     fn invalid_prefixes() {
-        for prefix in ["", "a{b", "a}b", "a b", "a\nb"] {
-            assert!(matches!(Keys::new(prefix), Err(StoreError::Config(_))), "{prefix:?}");
+        let long = "p".repeat(MAX_PREFIX_LEN + 1);
+        for prefix in [
+            "",
+            "a:b",
+            ":",
+            "a:",
+            "a{b",
+            "a}b",
+            "a b",
+            "a\nb",
+            "a*b",
+            "a/b",
+            "é",
+            long.as_str(),
+        ] {
+            match Keys::new(prefix) {
+                Err(StoreError::Config(message)) => {
+                    assert!(message.contains(ALLOWED_PREFIX_CHARACTERS), "{message}");
+                    assert!(message.len() < 400, "the prefix is echoed whole: {message}");
+                }
+                other => panic!("{prefix:?}: {other:?}"),
+            }
+        }
+        let message = Keys::new("a:b").map(|_| ()).expect_err("refused").to_string();
+        assert!(message.contains("separates the prefix from the task id"), "{message}");
+        for prefix in [
+            "fleetcron",
+            "fc_t_01",
+            "fleet.prod",
+            "a-b",
+            "P",
+            &"p".repeat(MAX_PREFIX_LEN),
+        ] {
+            assert!(Keys::new(prefix).is_ok(), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_that_extend_one_another_share_no_key() {
+        // With `:` allowed, prefix `P:x`'s task `y` and prefix `P`'s task `x:y` had the same keys.
+        let outer = Keys::new("P").expect("valid");
+        for inner in ["Px", "P.x", "P-x", "P_x"] {
+            let inner = Keys::new(inner).expect("valid");
+            for (a, b) in [("x:y", "y"), ("y", "y"), ("x", ""), (".x:y", "y")] {
+                assert_ne!(outer.state(a), inner.state(b));
+                assert_ne!(outer.runs(a), inner.runs(b));
+            }
+            assert_ne!(outer.wake_channel(), inner.wake_channel());
+            assert_ne!(outer.scan_pattern(), inner.scan_pattern());
         }
     }
 }

@@ -13,6 +13,11 @@
 //! ```
 //!
 //! # Key layout (schema version 1)
+//! The prefix (default `fleetcron`) is 1 to 128 characters of `A-Z a-z 0-9 . _ -`. It holds no `:`,
+//! the separator between prefix and task id, so the layout is injective: two prefixes never share a
+//! key or a channel even when one extends the other (`fleet` and `fleet.b`), and
+//! [`RedisStore::key_pattern`] matches one prefix's keys only. (Task ids may contain `:`.)
+//!
 //! Every key of one task shares the hash tag `{<prefix>:<task_id>}`:
 //! * `{p:t}:state` — hash: `doc` (the `TaskState` JSON), `version` (+1 on every write to the task;
 //!   absent = 0 = the task does not exist), `attention_at` (epoch ms, or empty).

@@ -36,8 +36,10 @@ const PRUNE_CHUNK: usize = 50;
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// The prefix of every key (and of the pub/sub channel), so several fleets or tests can share one
-    /// server. Default: `fleetcron`. A `prefix` query parameter of the URL overrides it. It must not be
-    /// empty or contain braces, whitespace or control characters.
+    /// server. Default: `fleetcron`. A `prefix` query parameter of the URL overrides it. 1 to 128
+    /// characters of `A-Z a-z 0-9 . _ -`: no `:`, which separates the prefix from the task id in every
+    /// key (so prefixes are isolated namespaces even when one extends another), and no braces, which
+    /// would move the keys' hash tags.
     pub key_prefix: String,
     /// Added to the server's `TIME` to give the store's clock, at millisecond precision. Default: zero.
     /// Only tests and clock-skew simulations set it; every worker of a fleet must use the same value.
@@ -305,8 +307,9 @@ impl RedisStore {
         self.offset_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A `SCAN MATCH` pattern that matches every key under this store's prefix (and no key of another
-    /// prefix), for operators who want to inspect or delete a fleet's keys.
+    /// A `SCAN MATCH` pattern that matches every key under this store's prefix and no key of another
+    /// prefix (not even one that extends this one: `{fleet}`/`{fleet:…` never match `{fleet.b…`), for
+    /// operators who want to inspect or delete a fleet's keys.
     pub fn key_pattern(&self) -> String {
         self.keys.scan_pattern()
     }

@@ -8,7 +8,9 @@ const SQLITE_ERROR: i32 = 1;
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
 const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
 const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FULL: i32 = 13;
 const SQLITE_CANTOPEN: i32 = 14;
 const SQLITE_CONSTRAINT: i32 = 19;
 const SQLITE_NOTADB: i32 = 26;
@@ -56,6 +58,16 @@ pub(crate) fn map(path: &str, what: &str, error: sqlx::Error) -> StoreError {
                 Some(SQLITE_READONLY) => StoreError::ReadOnly(format!(
                     "SQLite database {path}: {what}: {message} (check the permissions of the file, its \
                      -wal and -shm files and its directory)"
+                )),
+                // Transient: the engine retries with backoff, and the write succeeds once space is free
+                // (a failed COMMIT never leaves a connection in a transaction: see `tx.rs`).
+                Some(SQLITE_FULL) => StoreError::Unavailable(format!(
+                    "SQLite database {path}: {what}: the disk is full: {message}; free space on the file \
+                     system that holds the database and its -wal file (fleetcron retries meanwhile)"
+                )),
+                Some(SQLITE_IOERR) => StoreError::Unavailable(format!(
+                    "SQLite database {path}: {what}: I/O error: {message}; check the disk and the file \
+                     system that hold the database (fleetcron retries meanwhile)"
                 )),
                 Some(SQLITE_CANTOPEN) => StoreError::Unavailable(format!(
                     "SQLite database {path}: {what}: {message} (check that the file and its directory exist \

@@ -28,6 +28,7 @@ mod codec;
 mod error;
 mod sql;
 mod store;
+mod tx;
 mod url;
 
 pub use store::{SqliteOptions, SqliteStore, SCHEMA_VERSION};

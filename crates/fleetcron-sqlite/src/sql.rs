@@ -75,6 +75,12 @@ pub(crate) const SCHEMA_VERSION: i64 = match MIGRATIONS.last() {
 /// the busy timeout instead of failing a read-to-write lock upgrade.
 pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
+/// Ends a write transaction.
+pub(crate) const COMMIT: &str = "COMMIT";
+
+/// Abandons a write transaction.
+pub(crate) const ROLLBACK: &str = "ROLLBACK";
+
 /// Switches the database file to WAL mode (persistent; returns the resulting mode).
 pub(crate) const JOURNAL_MODE_WAL: &str = "PRAGMA journal_mode = WAL";
 

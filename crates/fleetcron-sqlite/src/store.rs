@@ -3,12 +3,13 @@
 use crate::codec::{self, RunRow, SqliteQuery, StateRow, UpdateRow};
 use crate::error::{self, is_busy, is_missing_table, is_unique_violation, primary_code};
 use crate::sql;
+use crate::tx::WriteTx;
 use async_trait::async_trait;
 use fleetcron_core::clock::system_clock;
 use fleetcron_core::store::{Decide, Store};
 use fleetcron_core::{Retention, RunQuery, RunRecord, SharedClock, StoreError, TaskState, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
+use sqlx::SqliteConnection;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -224,8 +225,7 @@ impl SqliteStore {
             }
         }
         // A read-only file opens silently read-only: take (and release) the write lock to find out now.
-        let probe = conn
-            .begin_with(sql::BEGIN_IMMEDIATE)
+        let probe = WriteTx::begin_on(conn)
             .await
             .map_err(|error| open_error(&self.label, error))?;
         probe.rollback().await.map_err(|error| open_error(&self.label, error))?;
@@ -241,11 +241,40 @@ impl SqliteStore {
         now
     }
 
-    async fn begin_immediate(&self, what: &str) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with(sql::BEGIN_IMMEDIATE)
-            .await
-            .map_err(|error| self.err(what, error))
+    /// Starts a write transaction (see [`WriteTx`]: a failed or abandoned one never returns its
+    /// connection to the pool with a transaction open).
+    async fn begin_immediate(&self, what: &str) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.pool).await.map_err(|error| self.err(what, error))
+    }
+
+    /// Ends `tx` by the outcome of its work: commits when `outcome` says there is something to commit,
+    /// rolls back when there is nothing to write, and after an error rolls back (or closes the
+    /// connection) before returning the error.
+    async fn finish<T>(
+        &self,
+        tx: WriteTx,
+        outcome: Result<(T, bool), StoreError>,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Ok((value, true)) => {
+                tx.commit()
+                    .await
+                    .map_err(|error| self.err(&format!("committing {what}"), error))?;
+                Ok(value)
+            }
+            Ok((value, false)) => {
+                // Nothing to write: release the lock without a commit record.
+                tx.rollback()
+                    .await
+                    .map_err(|error| self.err(&format!("ending {what} that wrote nothing"), error))?;
+                Ok(value)
+            }
+            Err(error) => {
+                tx.discard().await;
+                Err(error)
+            }
+        }
     }
 
     /// Stored states of `ids`, by id.
@@ -301,10 +330,22 @@ impl SqliteStore {
             return Ok((self.monotonic_now(), Vec::new()));
         }
         let mut tx = self.begin_immediate("starting a mutation").await?;
+        let outcome = self.mutate_in(tx.conn(), ids, floors, decide).await;
+        self.finish(tx, outcome, "a mutation").await
+    }
+
+    /// The body of [`Self::mutate_with_floors`], inside its transaction; says whether it wrote anything.
+    async fn mutate_in(
+        &self,
+        conn: &mut SqliteConnection,
+        ids: &[String],
+        floors: Option<&[Timestamp]>,
+        decide: &mut Decide<'_>,
+    ) -> Result<((Timestamp, Vec<String>), bool), StoreError> {
         // Read the clock once the write lock is ours: a wait for the lock must not age the decisions.
         let now = self.monotonic_now();
         let left_out = match floors {
-            Some(floors) => self.accounted_for(&mut tx, ids, floors).await?,
+            Some(floors) => self.accounted_for(conn, ids, floors).await?,
             None => Vec::new(),
         };
         let skip: HashSet<String> = left_out.iter().cloned().collect();
@@ -316,7 +357,7 @@ impl SqliteStore {
         let stored = if wanted.is_empty() {
             HashMap::new()
         } else {
-            self.states_of(&mut tx, &wanted, "reading task states").await?
+            self.states_of(conn, &wanted, "reading task states").await?
         };
         let mut states = Vec::new();
         let mut runs = Vec::new();
@@ -339,18 +380,72 @@ impl SqliteStore {
         let updates: Vec<UpdateRow> = updates.into_values().collect();
 
         if states.is_empty() && runs.is_empty() && updates.is_empty() {
-            // Nothing to write: release the lock without a commit record.
-            tx.rollback()
-                .await
-                .map_err(|error| self.err("ending a read-only mutation", error))?;
-            return Ok((now, left_out));
+            return Ok(((now, left_out), false));
         }
-        // On any error `tx` is dropped here, which rolls the whole batch back.
-        self.write_batch(&mut tx, &states, &runs, &updates).await?;
-        tx.commit()
+        // On any error the caller rolls the whole batch back.
+        self.write_batch(conn, &states, &runs, &updates).await?;
+        Ok(((now, left_out), true))
+    }
+
+    /// The body of [`Store::migrate`], inside its transaction.
+    async fn migrate_in(&self, conn: &mut SqliteConnection) -> Result<((), bool), StoreError> {
+        sqlx::query(sql::CREATE_SCHEMA_TABLE)
+            .persistent(false)
+            .execute(&mut *conn)
             .await
-            .map_err(|error| self.err("committing a mutation", error))?;
-        Ok((now, left_out))
+            .map_err(|error| self.err("creating the schema table", error))?;
+        let found: i64 = sqlx::query_scalar(sql::SELECT_SCHEMA_VERSION)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|error| self.err("reading the schema version", error))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let now = codec::to_ms(self.monotonic_now());
+        for migration in sql::MIGRATIONS.iter().filter(|m| m.version > found) {
+            for statement in migration.statements {
+                sqlx::query(statement)
+                    .persistent(false)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|error| self.err(&format!("applying schema migration {}", migration.version), error))?;
+            }
+            sqlx::query(sql::INSERT_SCHEMA_VERSION)
+                .bind(migration.version)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|error| self.err("recording the schema version", error))?;
+            tracing::info!(
+                path = %self.label,
+                version = migration.version,
+                description = migration.description,
+                "applied fleetcron schema migration"
+            );
+        }
+        Ok(((), true))
+    }
+
+    /// The body of [`Store::prune_runs`], inside its transaction.
+    async fn prune_in(&self, conn: &mut SqliteConnection, retention: &Retention) -> Result<(u64, bool), StoreError> {
+        let now = self.monotonic_now();
+        let cutoff = retention
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age))
+            .map(codec::ceil_ms);
+        let keep_last = retention.keep_last.map(i64::from);
+        let removed = sqlx::query(sql::PRUNE_RUNS)
+            .bind(cutoff)
+            .bind(keep_last)
+            .execute(&mut *conn)
+            .await
+            .map_err(|error| self.err("pruning run history", error))?
+            .rows_affected();
+        Ok((removed, true))
     }
 
     /// The ids among `ids` whose stored high-water mark is at or after their floor (rounded so that the
@@ -386,33 +481,28 @@ impl SqliteStore {
     /// Writes one batch of decisions inside the open transaction.
     async fn write_batch(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        conn: &mut SqliteConnection,
         states: &[StateRow<'_>],
         runs: &[RunRow],
         updates: &[UpdateRow],
     ) -> Result<(), StoreError> {
-        execute_chunks(tx, &sql::UPSERT_STATES, states, StateRow::bind)
+        execute_chunks(conn, &sql::UPSERT_STATES, states, StateRow::bind)
             .await
             .map_err(|error| self.err("writing task states", error))?;
-        if let Err(error) = execute_chunks(tx, &sql::INSERT_RUNS, runs, RunRow::bind).await {
+        if let Err(error) = execute_chunks(conn, &sql::INSERT_RUNS, runs, RunRow::bind).await {
             if is_unique_violation(&error) {
-                return Err(self.describe_duplicate(tx, runs, error).await);
+                return Err(self.describe_duplicate(conn, runs, error).await);
             }
             return Err(self.err("inserting history rows", error));
         }
-        execute_chunks(tx, &sql::UPDATE_RUNS, updates, UpdateRow::bind)
+        execute_chunks(conn, &sql::UPDATE_RUNS, updates, UpdateRow::bind)
             .await
             .map_err(|error| self.err("updating history rows", error))?;
         Ok(())
     }
 
     /// Names the history row a unique key refused (within the batch, or against a stored row).
-    async fn describe_duplicate(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        runs: &[RunRow],
-        error: sqlx::Error,
-    ) -> StoreError {
+    async fn describe_duplicate(&self, conn: &mut SqliteConnection, runs: &[RunRow], error: sqlx::Error) -> StoreError {
         let mut run_ids = HashSet::new();
         let mut slot_keys = HashSet::new();
         for run in runs {
@@ -433,7 +523,7 @@ impl SqliteStore {
         };
         let collision = sqlx::query_as::<_, (String, String, Option<i64>, i64, String)>(sql::SELECT_COLLIDING_RUN)
             .bind(runs_json)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await;
         match collision {
             Ok(Some((run_id, _, _, _, new_run_id))) if run_id == new_run_id => StoreError::Duplicate(format!(
@@ -450,7 +540,7 @@ impl SqliteStore {
 
 /// Runs a multi-row statement over `rows`, in chunks.
 async fn execute_chunks<R>(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     statement: &'static sql::MultiRow,
     rows: &[R],
     bind: for<'q> fn(&'q R, SqliteQuery<'q>) -> SqliteQuery<'q>,
@@ -463,7 +553,7 @@ async fn execute_chunks<R>(
             .text(length)
             .ok_or_else(|| sqlx::Error::Protocol(format!("no statement text for a chunk of {length} rows")))?;
         let query = chunk.iter().fold(sqlx::query(text), |query, row| bind(row, query));
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -541,46 +631,8 @@ impl Store for SqliteStore {
         }
         // Under the write lock, decide again: another process may have migrated meanwhile.
         let mut tx = self.begin_immediate("starting the migration").await?;
-        sqlx::query(sql::CREATE_SCHEMA_TABLE)
-            .persistent(false)
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| self.err("creating the schema table", error))?;
-        let found: i64 = sqlx::query_scalar(sql::SELECT_SCHEMA_VERSION)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|error| self.err("reading the schema version", error))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        let now = codec::to_ms(self.monotonic_now());
-        for migration in sql::MIGRATIONS.iter().filter(|m| m.version > found) {
-            for statement in migration.statements {
-                sqlx::query(statement)
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|error| self.err(&format!("applying schema migration {}", migration.version), error))?;
-            }
-            sqlx::query(sql::INSERT_SCHEMA_VERSION)
-                .bind(migration.version)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|error| self.err("recording the schema version", error))?;
-            tracing::info!(
-                path = %self.label,
-                version = migration.version,
-                description = migration.description,
-                "applied fleetcron schema migration"
-            );
-        }
-        tx.commit()
-            .await
-            .map_err(|error| self.err("committing the migration", error))
+        let outcome = self.migrate_in(tx.conn()).await;
+        self.finish(tx, outcome, "the migration").await
     }
 
     async fn now(&self) -> Result<Timestamp, StoreError> {
@@ -659,23 +711,7 @@ impl Store for SqliteStore {
 
     async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
         let mut tx = self.begin_immediate("starting to prune run history").await?;
-        let now = self.monotonic_now();
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age))
-            .map(codec::ceil_ms);
-        let keep_last = retention.keep_last.map(i64::from);
-        let removed = sqlx::query(sql::PRUNE_RUNS)
-            .bind(cutoff)
-            .bind(keep_last)
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| self.err("pruning run history", error))?
-            .rows_affected();
-        tx.commit()
-            .await
-            .map_err(|error| self.err("committing the history pruning", error))?;
-        Ok(removed)
+        let outcome = self.prune_in(tx.conn(), retention).await;
+        self.finish(tx, outcome, "the history pruning").await
     }
 }

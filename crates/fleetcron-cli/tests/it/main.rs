@@ -8,6 +8,7 @@ mod config_check;
 mod daemon_support;
 mod daemon_tasks;
 mod demo;
+mod disk_full;
 mod fleet;
 mod multiprocess;
 mod no_secret_leaks;

@@ -5,6 +5,7 @@
 //! cannot be reached a test fails under `FLEETCRON_REQUIRE_SERVICES=1` (as in CI) and is skipped with a
 //! loud message otherwise.
 
+mod bounded;
 mod concurrency;
 mod conformance;
 mod faults;

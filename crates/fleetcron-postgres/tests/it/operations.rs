@@ -910,3 +910,25 @@ async fn enabling_after_a_long_disable_is_bounded() {
         .unwrap_or_else(|problem| panic!("{problem}"));
     println!("PostgreSQL: enabling after 30 days disabled took {elapsed:?}");
 }
+
+/// A completion-sized batch of large rows (300 tasks, 128 KiB of result and error text in each state
+/// document and each history row) commits in one mutation, claim-like and completion-like, and reads back
+/// intact (bounded statements: see ARCHITECTURE.md).
+#[tokio::test]
+async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
+    require_server!("large_history_rows_commit_in_one_batch_and_read_back_intact");
+    let schema = TestSchema::new();
+    // About what fits, not how fast: encoding 75 MiB of documents in a debug build on a loaded machine
+    // can keep the transaction idle longer than the default 5 s statement timeout.
+    let store = schema
+        .connect_with(
+            schema
+                .options()
+                .with_statement_timeout(std::time::Duration::from_secs(120)),
+        )
+        .await;
+    store.migrate().await.expect("migrate");
+    fleetcron_conformance::store_cases::large_history_rows_round_trip_in_one_batch(&store, 300, 128 * 1024)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+}

@@ -8,6 +8,7 @@
 mod concurrency;
 mod conformance;
 mod faults;
+mod isolation;
 mod open;
 mod operations;
 mod push;

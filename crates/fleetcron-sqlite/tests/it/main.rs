@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod conformance;
+mod disk_full;
 mod open;
 mod operations;
 

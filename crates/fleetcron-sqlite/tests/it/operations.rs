@@ -705,3 +705,15 @@ async fn enabling_after_a_long_disable_is_bounded() {
         .unwrap_or_else(|problem| panic!("{problem}"));
     println!("SQLite: enabling after 30 days disabled took {elapsed:?}");
 }
+
+/// A completion-sized batch of large rows (300 tasks, 128 KiB of result and error text in each state
+/// document and each history row) commits in one mutation, claim-like and completion-like, and reads back
+/// intact.
+#[tokio::test]
+async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
+    let db = test_db();
+    let store = store(&db.path).await;
+    fleetcron_conformance::store_cases::large_history_rows_round_trip_in_one_batch(&store, 300, 128 * 1024)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+}
