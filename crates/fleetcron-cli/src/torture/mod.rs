@@ -306,6 +306,55 @@ enum Action {
     Enable(String, DateTime<Utc>),
 }
 
+/// The end of an operator's enable or disable, which runs beside the fault loop: a SIGSTOPped worker
+/// may hold the SQLite write lock, and the loop must stay free to send it SIGCONT.
+enum AdminOutcome {
+    Disabled {
+        id: String,
+        at: DateTime<Utc>,
+    },
+    DisableFailed {
+        id: String,
+        error: String,
+    },
+    Enabled {
+        id: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    EnableFailed {
+        id: String,
+        error: String,
+    },
+}
+
+/// Enables `id` again, retried until it lands (a task left disabled would make every later slot
+/// "skipped"): the disabled window ran from `from` to now.
+async fn enable(operator: Arc<dyn SchedulerStrategy>, id: String, from: DateTime<Utc>) -> AdminOutcome {
+    let to = Utc::now();
+    let mut attempts = 0;
+    loop {
+        let input = UpdateScheduledTaskInput {
+            id: id.clone(),
+            enabled: Some(true),
+        };
+        match operator.update_task(input).await {
+            Ok(_) => return AdminOutcome::Enabled { id, from, to },
+            Err(error) if attempts < 30 => {
+                attempts += 1;
+                warn(&format!("torture: enabling {id} failed ({error}); retrying"));
+                tokio::time::sleep(ms(500)).await;
+            }
+            Err(error) => {
+                return AdminOutcome::EnableFailed {
+                    id,
+                    error: error.to_string(),
+                }
+            }
+        }
+    }
+}
+
 /// Triggers sent by the operator connection.
 #[derive(Debug, Default)]
 struct Triggers {
@@ -472,6 +521,7 @@ pub async fn run(args: TortureArgs) -> CliResult {
 
     let triggers = Arc::new(Mutex::new(Triggers::default()));
     let mut in_flight = JoinSet::new();
+    let mut admin: JoinSet<AdminOutcome> = JoinSet::new();
     let mut disabled: Vec<DisabledWindow> = Vec::new();
     let mut flipped: HashSet<String> = HashSet::new();
     let mut actions: BTreeMap<(Instant, u64), Action> = BTreeMap::new();
@@ -493,23 +543,19 @@ pub async fn run(args: TortureArgs) -> CliResult {
         for index in reap_exits(&mut seats, &mut counts) {
             schedule(&mut actions, ms(500), Action::Respawn(index));
         }
+        while let Some(joined) = admin.try_join_next() {
+            let outcome = joined.map_err(|error| CliError::runtime(format!("an operator call failed: {error}")))?;
+            if let Some((after, action)) = settle_admin(outcome, &mut counts, &mut disabled, &mut flipped, &mut rng)? {
+                schedule(&mut actions, after, action);
+            }
+        }
         // Deferred halves of earlier faults.
         while let Some(entry) = actions.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let action = entry.remove();
-            apply(
-                action,
-                &mut seats,
-                &plan,
-                &mut rng,
-                &mut counts,
-                &operator,
-                &mut disabled,
-                &mut flipped,
-            )
-            .await?;
+            apply(action, &mut seats, &plan, &mut rng, &mut counts, &operator, &mut admin).await?;
         }
         if faults.contains(&Fault::Trigger) && now >= next_trigger {
             next_trigger = now + ms(rng.between(200, 900));
@@ -638,29 +684,21 @@ pub async fn run(args: TortureArgs) -> CliResult {
             Fault::Flip => {
                 let candidates: Vec<&String> = flippable.iter().filter(|id| !flipped.contains(*id)).collect();
                 if let Some(id) = rng.pick(&candidates).cloned() {
-                    let input = UpdateScheduledTaskInput {
-                        id: id.clone(),
-                        enabled: Some(false),
-                    };
-                    match operator.update_task(input).await {
-                        Ok(_) => {
-                            say(&format!("torture: disabled {id}"));
-                            counts.flip += 1;
-                            flipped.insert(id.clone());
-                            schedule(
-                                &mut actions,
-                                ms(rng.between(1500, 4000)),
-                                Action::Enable(id, Utc::now()),
-                            );
+                    flipped.insert(id.clone());
+                    let operator = operator.clone();
+                    admin.spawn(async move {
+                        let input = UpdateScheduledTaskInput {
+                            id: id.clone(),
+                            enabled: Some(false),
+                        };
+                        match operator.update_task(input).await {
+                            Ok(_) => AdminOutcome::Disabled { id, at: Utc::now() },
+                            Err(error) => AdminOutcome::DisableFailed {
+                                id,
+                                error: error.to_string(),
+                            },
                         }
-                        Err(error) => {
-                            // It may have been applied: make sure it is enabled again, but claim no window.
-                            warn(&format!("torture: disabling {id} failed: {error}"));
-                            flipped.insert(id.clone());
-                            let never = DateTime::<Utc>::MAX_UTC;
-                            schedule(&mut actions, ms(1000), Action::Enable(id, never));
-                        }
-                    }
+                    });
                 }
             }
             Fault::All | Fault::None | Fault::Skew | Fault::Trigger => {}
@@ -671,17 +709,15 @@ pub async fn run(args: TortureArgs) -> CliResult {
     say("torture: faults stop; undoing paused processes, outages and disabled tasks");
     let pending: Vec<Action> = std::mem::take(&mut actions).into_values().collect();
     for action in pending {
-        apply(
-            action,
-            &mut seats,
-            &plan,
-            &mut rng,
-            &mut counts,
-            &operator,
-            &mut disabled,
-            &mut flipped,
-        )
-        .await?;
+        apply(action, &mut seats, &plan, &mut rng, &mut counts, &operator, &mut admin).await?;
+    }
+    while let Some(joined) = admin.join_next().await {
+        let outcome = joined.map_err(|error| CliError::runtime(format!("an operator call failed: {error}")))?;
+        if let Some((_, Action::Enable(id, from))) =
+            settle_admin(outcome, &mut counts, &mut disabled, &mut flipped, &mut rng)?
+        {
+            admin.spawn(enable(operator.clone(), id, from));
+        }
     }
     while in_flight.join_next().await.is_some() {}
     let settle = Instant::now() + ms(args.lease_ms + 3 * args.poll_ms + 3000);
@@ -794,6 +830,43 @@ pub async fn run(args: TortureArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Books an operator call's end; returns the action it schedules (the enable after a disable).
+fn settle_admin(
+    outcome: AdminOutcome,
+    counts: &mut FaultCounts,
+    disabled: &mut Vec<DisabledWindow>,
+    flipped: &mut HashSet<String>,
+    rng: &mut Rng,
+) -> Result<Option<(Duration, Action)>, CliError> {
+    Ok(match outcome {
+        AdminOutcome::Disabled { id, at } => {
+            say(&format!("torture: disabled {id}"));
+            counts.flip += 1;
+            Some((ms(rng.between(1500, 4000)), Action::Enable(id, at)))
+        }
+        AdminOutcome::DisableFailed { id, error } => {
+            // It may have been applied: make sure it is enabled again, but claim no window.
+            warn(&format!("torture: disabling {id} failed: {error}"));
+            Some((ms(1000), Action::Enable(id, DateTime::<Utc>::MAX_UTC)))
+        }
+        AdminOutcome::Enabled { id, from, to } => {
+            if from < to {
+                disabled.push(DisabledWindow {
+                    task: id.clone(),
+                    from,
+                    to,
+                });
+            }
+            flipped.remove(&id);
+            say(&format!("torture: enabled {id}"));
+            None
+        }
+        AdminOutcome::EnableFailed { id, error } => {
+            return Err(CliError::unreachable(format!("cannot enable {id}: {error}")));
+        }
+    })
+}
+
 /// Applies the second half of a fault.
 #[allow(clippy::too_many_arguments)]
 async fn apply(
@@ -803,8 +876,7 @@ async fn apply(
     rng: &mut Rng,
     counts: &mut FaultCounts,
     operator: &Arc<dyn SchedulerStrategy>,
-    disabled: &mut Vec<DisabledWindow>,
-    flipped: &mut HashSet<String>,
+    admin: &mut JoinSet<AdminOutcome>,
 ) -> Result<(), CliError> {
     match action {
         Action::Respawn(index) => {
@@ -841,33 +913,7 @@ async fn apply(
             }
         }
         Action::Enable(id, from) => {
-            let to = Utc::now();
-            // Retried until it lands: a task left disabled would make every later slot "skipped".
-            let mut attempts = 0;
-            loop {
-                let input = UpdateScheduledTaskInput {
-                    id: id.clone(),
-                    enabled: Some(true),
-                };
-                match operator.update_task(input).await {
-                    Ok(_) => break,
-                    Err(error) if attempts < 30 => {
-                        attempts += 1;
-                        warn(&format!("torture: enabling {id} failed ({error}); retrying"));
-                        tokio::time::sleep(ms(500)).await;
-                    }
-                    Err(error) => return Err(CliError::unreachable(format!("cannot enable {id}: {error}"))),
-                }
-            }
-            if from < to {
-                disabled.push(DisabledWindow {
-                    task: id.clone(),
-                    from,
-                    to,
-                });
-            }
-            flipped.remove(&id);
-            say(&format!("torture: enabled {id}"));
+            admin.spawn(enable(operator.clone(), id, from));
         }
     }
     Ok(())

@@ -54,7 +54,8 @@ pub fn wait_with_deadline(child: &mut Child, timeout: Duration, what: &str) -> E
     }
 }
 
-/// Runs `fleetcron ARGS` to completion (at most `timeout`).
+/// Runs `fleetcron ARGS` to completion (at most `timeout`; past it, the test fails showing the end of
+/// what the command printed).
 pub fn run(args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
@@ -65,7 +66,23 @@ pub fn run(args: &[&str], timeout: Duration) -> Output {
         .expect("spawn the fleetcron binary");
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_with_deadline(&mut child, timeout, &format!("fleetcron {args:?}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("try_wait on a child") {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let tail = |text: String| text.lines().rev().take(60).collect::<Vec<_>>().join("\n");
+                let out = tail(stdout.join().unwrap_or_default());
+                let err = tail(stderr.join().unwrap_or_default());
+                panic!(
+                    "fleetcron {args:?} did not finish within {timeout:?}\nstdout (last lines, newest first):\n{out}\nstderr (newest first):\n{err}"
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
     Output {
         status,
         stdout: stdout.join().expect("stdout reader"),
