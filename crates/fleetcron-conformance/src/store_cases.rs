@@ -144,7 +144,7 @@ pub async fn enabling_after_a_long_disable_is_bounded(store: &dyn Store) -> Resu
                 return Mutation::none();
             };
             enabled_at = Some(now);
-            let mut decision = Decision::new(stored.clone(), now, &config);
+            let mut decision = Decision::new(stored.clone(), now, &config, 0x5eed);
             decision.set_enabled(true);
             decision.into_mutation().0
         })

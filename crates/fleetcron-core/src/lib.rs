@@ -23,7 +23,8 @@ pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    LastRun, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
+    HIGH_WATER_FIELD,
+    LastRun, PrunePlan, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
     Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
 };
 pub use redact::{redact_url, Secrets, StoreLabel};

@@ -4,7 +4,7 @@
 
 use crate::clock::{system_clock, SharedClock};
 use crate::error::StoreError;
-use crate::model::{Retention, RunQuery, RunRecord, RunStatus, TaskState, Timestamp};
+use crate::model::{PrunePlan, RunQuery, RunRecord, RunStatus, TaskState, Timestamp};
 use crate::store::{Decide, Store};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -162,13 +162,9 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
         let mut inner = self.lock()?;
-        let now = monotonic_now(&mut inner, &self.clock);
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age));
+        let cutoff = plan.finished_before;
         let mut removed = Vec::new();
         for runs in inner.runs.values_mut() {
             runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
@@ -181,7 +177,7 @@ impl Store for MemoryStore {
                 let too_old = cutoff
                     .zip(run.finished_at)
                     .is_some_and(|(cutoff, finished)| finished < cutoff);
-                let too_many = retention.keep_last.is_some_and(|keep| kept >= keep);
+                let too_many = plan.keep_last.is_some_and(|keep| kept >= keep);
                 if too_old || too_many {
                     removed.push(run.clone());
                     false

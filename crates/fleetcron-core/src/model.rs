@@ -287,6 +287,11 @@ pub struct DefinitionConflict {
     pub seen_at: Timestamp,
 }
 
+/// The name of [`TaskState::high_water`] in the stored document. Stores that read the mark inside the
+/// database (to skip tasks already claimed) name the field with this constant, or a test of theirs ties
+/// their SQL to it; `a_state_document_names_its_mark_as_the_stores_read_it` keeps it true.
+pub const HIGH_WATER_FIELD: &str = "high_water";
+
 /// Everything the fleet shares about one task: one document, changed only atomically by the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
@@ -480,6 +485,24 @@ pub struct Retention {
     pub max_age: Option<std::time::Duration>,
 }
 
+/// What one pruning of the history deletes, decided by the engine ([`crate::decide::prune_plan`]) at the
+/// store's time; a store executes it and decides nothing. Never a `running` or `pending` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunePlan {
+    /// Delete finished rows that ended before this instant (the store's time minus the retention age).
+    pub finished_before: Option<Timestamp>,
+    /// Then keep, per task, only this many finished rows: the newest by run id, which is creation order by
+    /// the store's clock (run ids are minted from it).
+    pub keep_last: Option<u32>,
+}
+
+impl PrunePlan {
+    /// Whether the plan deletes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.finished_before.is_none() && self.keep_last.is_none()
+    }
+}
+
 impl Retention {
     /// Checks the policy against [`crate::limits`]: `keep_last` at least 1, `max_age` from 1 s to 100 years.
     pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
@@ -504,5 +527,27 @@ impl Default for Retention {
             keep_last: Some(1000),
             max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_document_names_its_mark_as_the_stores_read_it() {
+        let definition = TaskDefinition {
+            id: "t".to_owned(),
+            schedule: "* * * * *".to_owned(),
+            timezone: "UTC".to_owned(),
+            description: String::new(),
+        };
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let document = serde_json::to_value(TaskState::new(definition, now)).unwrap_or_default();
+        assert_eq!(
+            document.get(HIGH_WATER_FIELD).and_then(|mark| mark.as_str()),
+            Some("2027-01-15T08:00:00Z"),
+            "{document}"
+        );
     }
 }

@@ -20,7 +20,7 @@
 //!   retry"; the engine retries with backoff and its decisions are idempotent on the state it reads.
 
 use crate::error::StoreError;
-use crate::model::Retention;
+use crate::model::PrunePlan;
 use crate::model::{RunQuery, RunRecord, RunUpdate, TaskState, Timestamp};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -94,8 +94,11 @@ pub trait Store: Send + Sync + 'static {
     /// A task's history, newest first.
     async fn runs(&self, task_id: &str, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Deletes history rows beyond the retention policy (never a `running` or `pending` row); returns how many.
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError>;
+    /// Executes a pruning the engine decided ([`crate::decide::prune_plan`]): deletes the finished rows
+    /// that ended before `plan.finished_before`, then the finished rows beyond the newest
+    /// `plan.keep_last` of each task (newest by run id); never a `running` or `pending` row, and never
+    /// a task's state. Returns how many rows went.
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError>;
 
     /// Push notifications of tasks that want attention (triggers), for stores that can push. `None`
     /// means the engine relies on polling alone.

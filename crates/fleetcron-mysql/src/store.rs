@@ -759,16 +759,13 @@ impl MysqlStore {
         Ok((now, states))
     }
 
-    async fn prune_on(&self, conn: &mut MySqlConnection, retention: &Retention) -> Result<u64, Failure> {
+    async fn prune_on(&self, conn: &mut MySqlConnection, plan: &PrunePlan) -> Result<u64, Failure> {
         let mut tx = conn
             .begin()
             .await
             .map_err(|error| self.fail("starting to prune run history", error))?;
-        let now = self.server_now(&mut tx, "reading the clock").await?;
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age))
+        let cutoff = plan
+            .finished_before
             .map(codec::ceil_ms)
             .filter(|cutoff| codec::in_datetime_range(*cutoff));
         let mut removed = 0;
@@ -781,7 +778,7 @@ impl MysqlStore {
                 .rows_affected();
         }
         // Rows removed for age do not count towards keep_last: they are gone before the ranking.
-        if let Some(keep_last) = retention.keep_last {
+        if let Some(keep_last) = plan.keep_last {
             removed += sqlx::query(&self.sql.prune_by_count)
                 .bind(keep_last)
                 .execute(&mut *tx)
@@ -1141,10 +1138,10 @@ impl Store for MysqlStore {
         self.settle(conn, what, outcome)
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
         let what = "pruning run history";
         let mut conn = self.acquire(what).await?;
-        let outcome = tokio::time::timeout(self.operation_timeout, self.prune_on(&mut conn, retention)).await;
+        let outcome = tokio::time::timeout(self.operation_timeout, self.prune_on(&mut conn, plan)).await;
         self.settle(conn, what, outcome)
     }
 }

@@ -9,6 +9,8 @@
 //! runs, not when the transaction began), adds the store's `clock_offset` (`$1`, microseconds),
 //! truncates to whole milliseconds and never goes below the floor `$2` (the store's previous answer).
 
+use fleetcron_core::HIGH_WATER_FIELD;
+
 /// One schema version: the statements that upgrade the previous version to it. `{schema}` in a
 /// statement stands for the quoted schema name.
 #[derive(Debug)]
@@ -183,7 +185,7 @@ impl Statements {
                 FROM {tasks} AS t
                 JOIN unnest($3::text[], $4::timestamptz[]) AS u (id, floor) ON t.id = u.id
                 CROSS JOIN LATERAL (
-                    SELECT COALESCE((t.state ->> 'high_water')::timestamptz >= u.floor, false) AS done
+                    SELECT COALESCE((t.state ->> '{HIGH_WATER_FIELD}')::timestamptz >= u.floor, false) AS done
                 ) AS a"
             ),
             select_all_states: format!(

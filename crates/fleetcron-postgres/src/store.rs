@@ -1037,14 +1037,9 @@ impl Store for PostgresStore {
         rows.iter().map(codec::decode_run).collect()
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
-        let now = self.now().await?;
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age))
-            .map(codec::ceil_us);
-        let keep_last = retention.keep_last.map(i64::from);
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
+        let cutoff = plan.finished_before.map(codec::ceil_us);
+        let keep_last = plan.keep_last.map(i64::from);
         let mut conn = self.acquire("starting to prune run history").await?;
         match self.prune_on(&mut conn, cutoff, keep_last).await {
             Ok(removed) => Ok(removed),

@@ -677,18 +677,10 @@ impl Store for RedisStore {
         codec::array(&reply, WHAT)?.iter().map(codec::decode_run).collect()
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
         const WHAT: &str = "pruning run history";
-        if retention.keep_last.is_none() && retention.max_age.is_none() {
-            return Ok(0);
-        }
-        let now = self.now().await?;
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age))
-            .map(codec::ceil_ms);
-        if retention.keep_last.is_none() && cutoff.is_none() {
+        let cutoff = plan.finished_before.map(codec::ceil_ms);
+        if plan.keep_last.is_none() && cutoff.is_none() {
             return Ok(0);
         }
         let ids = self.task_ids(WHAT).await?;
@@ -700,7 +692,7 @@ impl Store for RedisStore {
             }
             invocation
                 .arg(cutoff.map(|ms| ms.to_string()).unwrap_or_default())
-                .arg(retention.keep_last.map(|keep| keep.to_string()).unwrap_or_default());
+                .arg(plan.keep_last.map(|keep| keep.to_string()).unwrap_or_default());
             let reply = self.script(WHAT, &invocation).await?;
             let count = codec::integer(&reply, WHAT)?.unwrap_or(0);
             removed = removed.saturating_add(u64::try_from(count).unwrap_or(0));

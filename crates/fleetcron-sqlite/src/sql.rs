@@ -263,6 +263,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_claim_skip_reads_the_mark_by_the_documents_field_name() {
+        assert!(SELECT_ACCOUNTED_FOR_CLAIMS.contains(&format!("'$.{}'", fleetcron_core::HIGH_WATER_FIELD)));
+    }
+
+    #[test]
     fn migrations_are_consecutive_from_one() {
         for (index, migration) in MIGRATIONS.iter().enumerate() {
             assert_eq!(migration.version, index as i64 + 1, "{}", migration.description);

@@ -430,14 +430,9 @@ impl SqliteStore {
     }
 
     /// The body of [`Store::prune_runs`], inside its transaction.
-    async fn prune_in(&self, conn: &mut SqliteConnection, retention: &Retention) -> Result<(u64, bool), StoreError> {
-        let now = self.monotonic_now();
-        let cutoff = retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age))
-            .map(codec::ceil_ms);
-        let keep_last = retention.keep_last.map(i64::from);
+    async fn prune_in(&self, conn: &mut SqliteConnection, plan: &PrunePlan) -> Result<(u64, bool), StoreError> {
+        let cutoff = plan.finished_before.map(codec::ceil_ms);
+        let keep_last = plan.keep_last.map(i64::from);
         let removed = sqlx::query(sql::PRUNE_RUNS)
             .bind(cutoff)
             .bind(keep_last)
@@ -709,9 +704,9 @@ impl Store for SqliteStore {
         rows.iter().map(codec::decode_run).collect()
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
         let mut tx = self.begin_immediate("starting to prune run history").await?;
-        let outcome = self.prune_in(tx.conn(), retention).await;
+        let outcome = self.prune_in(tx.conn(), plan).await;
         self.finish(tx, outcome, "the history pruning").await
     }
 }

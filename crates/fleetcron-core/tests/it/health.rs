@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fleetcron_core::{
-    ConfigError, Decide, EngineConfig, EngineStrategy, MemoryStore, OffsetClock, Retention, RunQuery, RunRecord,
+    ConfigError, Decide, EngineConfig, EngineStrategy, MemoryStore, OffsetClock, PrunePlan, Retention, RunQuery, RunRecord,
     ScheduledTask, Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -61,8 +61,8 @@ impl Store for FaultyStore {
         self.inner.runs(task_id, query).await
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
-        self.inner.prune_runs(retention).await
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
+        self.inner.prune_runs(plan).await
     }
 }
 

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fleetcron_core::{
-    Decide, EngineConfig, EngineStrategy, MemoryStore, Retention, RunQuery, RunRecord, RunStatus, ScheduledTask,
+    Decide, EngineConfig, EngineStrategy, MemoryStore, PrunePlan, Retention, RunQuery, RunRecord, RunStatus, ScheduledTask,
     Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
 };
 use std::collections::HashSet;
@@ -61,9 +61,9 @@ impl Store for FlakyStore {
         self.inner.runs(task_id, query).await
     }
 
-    async fn prune_runs(&self, retention: &Retention) -> Result<u64, StoreError> {
+    async fn prune_runs(&self, plan: &PrunePlan) -> Result<u64, StoreError> {
         self.check()?;
-        self.inner.prune_runs(retention).await
+        self.inner.prune_runs(plan).await
     }
 }
 

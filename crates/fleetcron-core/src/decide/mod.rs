@@ -6,7 +6,7 @@
 //! they see a consistent state and their writes land atomically. Nothing here does I/O or reads a clock.
 
 use crate::model::{
-    DefinitionConflict, LastRun, PendingRun, RunKind, RunLease, RunRecord, RunStatus, RunUpdate, TaskState, Timestamp,
+    DefinitionConflict, PrunePlan, Retention, LastRun, PendingRun, RunKind, RunLease, RunRecord, RunStatus, RunUpdate, TaskState, Timestamp,
 };
 use crate::schedule::Schedule;
 use crate::store::Mutation;
@@ -88,11 +88,50 @@ pub struct Decision<'a> {
     pub started: Vec<RunLease>,
     /// Runs this decision ended on purpose (CancelPrevious) or found abandoned: if one is local, stop it.
     pub ended: Vec<String>,
+    ids: RunIds,
+}
+
+/// Mints the run (and trigger) ids of one decision as UUIDv7 from the store's time and an injected seed,
+/// so the decision stays a pure function of its inputs and the history sorts by the store's clock: the
+/// 48-bit timestamp is the store's `now` in milliseconds, the next 26 bits count the ids of this
+/// decision (their order is their order of creation), and the last 48 bits are the seed's (distinct
+/// across decisions: the engine draws a fresh seed for every attempt of every mutation).
+#[derive(Debug, Clone)]
+struct RunIds {
+    millis: u64,
+    random: u64,
+    next: u32,
+}
+
+impl RunIds {
+    fn new(now: Timestamp, seed: u64) -> Self {
+        Self {
+            millis: u64::try_from(now.timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF,
+            random: seed & 0xFFFF_FFFF_FFFF,
+            next: 0,
+        }
+    }
+
+    fn mint(&mut self) -> String {
+        let sequence = u128::from(self.next & 0x3FF_FFFF);
+        self.next = self.next.wrapping_add(1);
+        // 48 bits of time | version 7 | 12 bits (sequence, high) | variant 0b10 | 14 bits (sequence, low)
+        // | 48 bits of seed.
+        let value = (u128::from(self.millis) << 80)
+            | (0x7 << 76)
+            | ((sequence >> 14) << 64)
+            | (0b10 << 62)
+            | ((sequence & 0x3FFF) << 48)
+            | u128::from(self.random);
+        uuid::Uuid::from_u128(value).to_string()
+    }
 }
 
 impl<'a> Decision<'a> {
-    /// Opens a decision on a stored state at the store's `now`.
-    pub fn new(state: TaskState, now: Timestamp, config: &'a DecideConfig) -> Self {
+    /// Opens a decision on a stored state at the store's `now`. The run ids it mints take their time from
+    /// `now` and their random part from `seed`: a decision reads no clock and no random source, so equal
+    /// inputs give equal decisions (the engine draws a fresh seed for every attempt of a mutation).
+    pub fn new(state: TaskState, now: Timestamp, config: &'a DecideConfig, seed: u64) -> Self {
         Self {
             state,
             now,
@@ -102,12 +141,13 @@ impl<'a> Decision<'a> {
             updates: Vec::new(),
             started: Vec::new(),
             ended: Vec::new(),
+            ids: RunIds::new(now, seed),
         }
     }
 
     /// Opens a decision that creates a task's state.
-    pub fn create(state: TaskState, now: Timestamp, config: &'a DecideConfig) -> Self {
-        let mut decision = Self::new(state, now, config);
+    pub fn create(state: TaskState, now: Timestamp, config: &'a DecideConfig, seed: u64) -> Self {
+        let mut decision = Self::new(state, now, config, seed);
         decision.changed = true;
         decision
     }
@@ -139,12 +179,13 @@ impl<'a> Decision<'a> {
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
-    fn new_run_id() -> String {
-        uuid::Uuid::now_v7().to_string()
+    fn new_run_id(&mut self) -> String {
+        self.ids.mint()
     }
 
     fn start(&mut self, kind: RunKind, slot: Option<Timestamp>, attempt: u32, trigger_id: Option<String>) {
-        self.begin(Self::new_run_id(), kind, slot, attempt, trigger_id, false);
+        let run_id = self.new_run_id();
+        self.begin(run_id, kind, slot, attempt, trigger_id, false);
     }
 
     /// Claims a run for this worker: bumps the fence, takes a lease, and inserts its history row (or turns
@@ -221,7 +262,7 @@ impl<'a> Decision<'a> {
         first: bool,
     ) -> String {
         self.changed = true;
-        let run_id = Self::new_run_id();
+        let run_id = self.new_run_id();
         self.inserts.push(RunRecord {
             run_id: run_id.clone(),
             task_id: self.state.definition.id.clone(),
@@ -266,8 +307,9 @@ impl<'a> Decision<'a> {
         reason: &str,
     ) {
         self.changed = true;
+        let run_id = self.new_run_id();
         self.inserts.push(RunRecord {
-            run_id: Self::new_run_id(),
+            run_id,
             task_id: self.state.definition.id.clone(),
             kind,
             slot,
@@ -619,7 +661,7 @@ impl<'a> Decision<'a> {
         if let Some(existing) = self.state.pending_trigger().and_then(|p| p.trigger_id.clone()) {
             return Ok((existing, true));
         }
-        let trigger_id = Self::new_run_id();
+        let trigger_id = self.new_run_id();
         self.queue(RunKind::Manual, None, 1, Some(trigger_id.clone()), false);
         Ok((trigger_id, false))
     }
@@ -693,6 +735,19 @@ impl<'a> Decision<'a> {
     }
 }
 
+/// What a pruning under `retention` deletes at the store's `now`: rows that finished more than
+/// `max_age` ago, then all but the newest `keep_last` finished rows per task. The only place retention
+/// is decided; stores execute the plan.
+pub fn prune_plan(retention: &Retention, now: Timestamp) -> PrunePlan {
+    PrunePlan {
+        finished_before: retention
+            .max_age
+            .and_then(|age| Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age)),
+        keep_last: retention.keep_last,
+    }
+}
+
 /// The slot of `schedule` just before `slot` (slots are whole seconds, so a millisecond earlier is
 /// before it and after any earlier slot).
 fn earlier_slot(schedule: &Schedule, slot: Timestamp) -> Option<Timestamp> {
@@ -700,509 +755,4 @@ fn earlier_slot(schedule: &Schedule, slot: Timestamp) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::task::{CatchUp, OnAbandon, Overlap, ScheduledTask};
-    use chrono::TimeZone;
-    use std::time::Duration as StdDuration;
-
-    fn at(second: i64) -> Timestamp {
-        Utc.timestamp_opt(1_800_000_000 + second, 0)
-            .single()
-            .unwrap_or_default()
-    }
-
-    use chrono::Utc;
-
-    fn config() -> DecideConfig {
-        DecideConfig {
-            worker: "w1".to_owned(),
-            lease: Duration::seconds(10),
-            misfire_threshold: Duration::seconds(2),
-        }
-    }
-
-    fn task(overlap: Overlap, catch_up: CatchUp, on_abandon: OnAbandon) -> ScheduledTask {
-        ScheduledTask::builder("t")
-            .schedule("* * * * * *")
-            .overlap(overlap)
-            .catch_up(catch_up)
-            .on_abandon(on_abandon)
-            .handler(|_| async { Ok(Value::Null) })
-            .build()
-            .expect("valid test task")
-    }
-
-    fn default_task() -> ScheduledTask {
-        task(Overlap::Skip, CatchUp::default(), OnAbandon::Forget)
-    }
-
-    fn state() -> TaskState {
-        TaskState::new(default_task().definition(), at(0))
-    }
-
-    fn statuses(mutation: &Mutation) -> Vec<(Option<Timestamp>, RunStatus, RunKind)> {
-        mutation
-            .insert_runs
-            .iter()
-            .map(|run| (run.slot, run.status, run.kind))
-            .collect()
-    }
-
-    #[test]
-    fn on_time_slot_starts_a_run_and_bumps_the_fence() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(1), &config);
-        assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
-        assert_eq!(decision.state.fence, 1);
-        assert_eq!(decision.state.high_water, at(1));
-        assert_eq!(decision.state.running.len(), 1);
-        assert_eq!(decision.state.running[0].lease_until, at(11));
-        let (mutation, started, _) = decision.into_mutation();
-        assert_eq!(
-            statuses(&mutation),
-            vec![(Some(at(1)), RunStatus::Running, RunKind::Scheduled)]
-        );
-        assert_eq!(started.len(), 1);
-    }
-
-    #[test]
-    fn future_and_accounted_slots_change_nothing() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(1), &config);
-        assert_eq!(
-            decision.claim_slot(&default_task(), at(3)),
-            SlotOutcome::NotDue(Duration::seconds(2))
-        );
-        assert_eq!(
-            decision.claim_slot(&default_task(), at(0)),
-            SlotOutcome::AlreadyAccounted
-        );
-        assert_eq!(decision.into_mutation().0, Mutation::none());
-    }
-
-    #[test]
-    fn a_claim_accounts_for_every_earlier_slot() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(5), &config);
-        assert_eq!(decision.claim_slot(&default_task(), at(5)), SlotOutcome::Started);
-        let (mutation, _, _) = decision.into_mutation();
-        let rows = statuses(&mutation);
-        assert_eq!(rows.len(), 5);
-        assert_eq!(
-            &rows[..4],
-            &(1..5)
-                .map(|s| (Some(at(s)), RunStatus::Missed, RunKind::Scheduled))
-                .collect::<Vec<_>>()[..]
-        );
-        assert_eq!(rows[4], (Some(at(5)), RunStatus::Running, RunKind::Scheduled));
-    }
-
-    #[test]
-    fn catch_up_policies_for_a_late_slot() {
-        let config = config();
-        // Slot 5 claimed at 10: 5 s late, beyond the 2 s misfire threshold.
-        let cases = [
-            (CatchUp::Skip, vec![]),
-            (
-                CatchUp::Latest {
-                    within: StdDuration::from_secs(60),
-                },
-                vec![at(5)],
-            ),
-            (
-                CatchUp::Latest {
-                    within: StdDuration::from_secs(3),
-                },
-                vec![],
-            ),
-            (
-                CatchUp::All {
-                    within: StdDuration::from_secs(60),
-                    max: 2,
-                },
-                vec![at(4), at(5)],
-            ),
-            (
-                CatchUp::All {
-                    within: StdDuration::from_secs(7),
-                    max: 10,
-                },
-                vec![at(3), at(4), at(5)],
-            ),
-        ];
-        for (catch_up, expected_runs) in cases {
-            let task = task(Overlap::Skip, catch_up, OnAbandon::Forget);
-            let mut decision = Decision::new(state(), at(10), &config);
-            decision.claim_slot(&task, at(5));
-            let mut ran: Vec<Timestamp> = decision.state.running.iter().filter_map(|run| run.slot).collect();
-            ran.extend(decision.state.pending.iter().filter_map(|pending| pending.slot));
-            assert_eq!(ran, expected_runs, "{catch_up:?}");
-            let (mutation, _, _) = decision.into_mutation();
-            let missed = mutation
-                .insert_runs
-                .iter()
-                .filter(|run| run.status == RunStatus::Missed)
-                .count();
-            assert_eq!(
-                missed,
-                5 - expected_runs.len(),
-                "{catch_up:?}: every slot is run or missed"
-            );
-            assert!(mutation
-                .insert_runs
-                .iter()
-                .filter(|run| run.status == RunStatus::Running)
-                .all(|run| run.kind == RunKind::CatchUp));
-        }
-    }
-
-    fn running_state(overlap: Overlap) -> (ScheduledTask, TaskState) {
-        let task = task(overlap, CatchUp::default(), OnAbandon::Forget);
-        let config = config();
-        let mut decision = Decision::new(state(), at(1), &config);
-        decision.claim_slot(&task, at(1));
-        (task, decision.state)
-    }
-
-    #[test]
-    fn overlap_policies() {
-        let config = config();
-        let (task, busy) = running_state(Overlap::Skip);
-        let mut decision = Decision::new(busy, at(2), &config);
-        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Skipped(REASON_OVERLAP));
-
-        let (task, busy) = running_state(Overlap::BufferOne);
-        let mut decision = Decision::new(busy, at(2), &config);
-        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Buffered);
-        decision.now = at(3);
-        assert_eq!(decision.claim_slot(&task, at(3)), SlotOutcome::Skipped(REASON_OVERLAP));
-        assert_eq!(decision.state.pending.len(), 1);
-        assert_eq!(decision.state.pending[0].slot, Some(at(2)));
-
-        let (task, busy) = running_state(Overlap::AllowConcurrent);
-        let mut decision = Decision::new(busy, at(2), &config);
-        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Started);
-        assert_eq!(decision.state.running.len(), 2);
-
-        let (task, busy) = running_state(Overlap::CancelPrevious);
-        let previous = busy.running[0].run_id.clone();
-        let mut decision = Decision::new(busy, at(2), &config);
-        assert_eq!(decision.claim_slot(&task, at(2)), SlotOutcome::Started);
-        assert_eq!(decision.state.running.len(), 1);
-        assert_eq!(decision.ended, vec![previous.clone()]);
-        let (mutation, _, _) = decision.into_mutation();
-        assert!(mutation
-            .update_runs
-            .iter()
-            .any(|finish| finish.run_id == previous && finish.status == RunStatus::Cancelled));
-    }
-
-    #[test]
-    fn completion_is_fenced_and_starts_pending_work() {
-        let config = config();
-        let (task, busy) = running_state(Overlap::BufferOne);
-        let lease = busy.running[0].clone();
-        let mut decision = Decision::new(busy.clone(), at(2), &config);
-        decision.claim_slot(&task, at(2));
-        let buffered = decision.state.clone();
-
-        let mut stale = Decision::new(buffered.clone(), at(3), &config);
-        let outcome = stale.finish(
-            task.policy(),
-            &lease.run_id,
-            lease.fence + 1,
-            RunStatus::Succeeded,
-            None,
-            None,
-            None,
-            true,
-        );
-        assert_eq!(outcome, FinishOutcome::Fenced);
-        assert_eq!(
-            stale.into_mutation().0,
-            Mutation::none(),
-            "a fenced completion writes nothing"
-        );
-
-        let mut decision = Decision::new(buffered, at(3), &config);
-        let outcome = decision.finish(
-            task.policy(),
-            &lease.run_id,
-            lease.fence,
-            RunStatus::Succeeded,
-            None,
-            Some(Value::from(7)),
-            None,
-            true,
-        );
-        assert_eq!(outcome, FinishOutcome::Recorded);
-        assert_eq!(decision.state.running.len(), 1, "the buffered slot starts right away");
-        assert_eq!(decision.state.running[0].slot, Some(at(2)));
-        assert_eq!(
-            decision.state.last_run.as_ref().map(|last| last.result.clone()),
-            Some(Some(Value::from(7)))
-        );
-    }
-
-    #[test]
-    fn expired_leases_are_abandoned_and_retried_up_to_the_limit() {
-        let config = config();
-        let task = task(Overlap::Skip, CatchUp::default(), OnAbandon::Retry { max_attempts: 2 });
-        let mut decision = Decision::new(state(), at(1), &config);
-        decision.claim_slot(&task, at(1));
-        let mut decision = Decision::new(decision.state, at(12), &config);
-        decision.reap_expired(task.policy());
-        assert!(decision.start_pending());
-        assert_eq!(decision.state.running[0].attempt, 2);
-        assert_eq!(decision.state.running[0].kind, RunKind::Retry);
-        assert_eq!(decision.state.running[0].slot, Some(at(1)));
-        let mut decision = Decision::new(decision.state, at(30), &config);
-        decision.reap_expired(task.policy());
-        assert!(!decision.start_pending(), "no third attempt");
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(mutation.update_runs[0].status, RunStatus::Abandoned);
-    }
-
-    #[test]
-    fn renewal_extends_live_leases_only() {
-        let config = config();
-        let (_, busy) = running_state(Overlap::Skip);
-        let lease = busy.running[0].clone();
-        let mut decision = Decision::new(busy.clone(), at(5), &config);
-        assert!(decision.renew(&[(lease.run_id.clone(), lease.fence)]).is_empty());
-        assert_eq!(decision.state.running[0].lease_until, at(15));
-        let mut late = Decision::new(busy, at(11), &config);
-        assert_eq!(late.renew(&[(lease.run_id.clone(), lease.fence)]), vec![lease.run_id]);
-    }
-
-    #[test]
-    fn triggers_coalesce_and_are_refused_when_disabled() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(1), &config);
-        let (first, coalesced) = decision.trigger().expect("enabled");
-        assert!(!coalesced);
-        let (second, coalesced) = decision.trigger().expect("enabled");
-        assert!(coalesced);
-        assert_eq!(first, second);
-        decision.set_enabled(false);
-        assert!(decision.trigger().is_err());
-    }
-
-    #[test]
-    fn enabling_accounts_disabled_slots_as_skipped() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(0), &config);
-        decision.set_enabled(false);
-        let mut decision = Decision::new(decision.state, at(3), &config);
-        decision.set_enabled(true);
-        assert_eq!(decision.state.high_water, at(3));
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(
-            statuses(&mutation),
-            (1..=3)
-                .map(|s| (Some(at(s)), RunStatus::Skipped, RunKind::Scheduled))
-                .collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn queued_work_is_in_the_history_at_once_and_starts_in_place() {
-        let config = config();
-        let (task, busy) = running_state(Overlap::BufferOne);
-        let lease = busy.running[0].clone();
-        let mut decision = Decision::new(busy, at(2), &config);
-        decision.claim_slot(&task, at(2));
-        let (mutation, _, _) = decision.into_mutation();
-        let pending = mutation
-            .insert_runs
-            .iter()
-            .find(|run| run.slot == Some(at(2)))
-            .expect("a row for slot 2");
-        assert_eq!(pending.status, RunStatus::Pending);
-        let buffered = mutation.state.expect("state changed");
-        assert_eq!(buffered.pending[0].run_id, pending.run_id);
-        let mut decision = Decision::new(buffered, at(3), &config);
-        decision.finish(
-            task.policy(),
-            &lease.run_id,
-            lease.fence,
-            RunStatus::Succeeded,
-            None,
-            None,
-            None,
-            true,
-        );
-        let (mutation, started, _) = decision.into_mutation();
-        assert!(
-            mutation.insert_runs.is_empty(),
-            "starting pending work inserts no second row"
-        );
-        let starting = mutation
-            .update_runs
-            .iter()
-            .find(|update| update.run_id == pending.run_id)
-            .expect("the pending row is updated");
-        assert_eq!(starting.status, RunStatus::Running);
-        assert_eq!(started[0].run_id, pending.run_id);
-    }
-
-    #[test]
-    fn the_newest_definition_wins_and_the_other_is_reported() {
-        let first = config();
-        let mut decision = Decision::new(state(), at(1), &first);
-        assert!(!decision.register(&default_task().definition()));
-        assert_eq!(decision.state.registered_by.as_deref(), Some("w1"));
-        let mut other = default_task().definition();
-        other.schedule = "*/2 * * * * *".to_owned();
-        // The same worker changing its own definition (a restart with new code): no conflict.
-        assert!(decision.register(&other));
-        assert_eq!(decision.state.conflict, None);
-        let second = DecideConfig {
-            worker: "w2".to_owned(),
-            ..config()
-        };
-        let mut decision = Decision::new(decision.state, at(2), &second);
-        assert!(decision.register(&default_task().definition()));
-        assert_eq!(decision.state.definition.schedule, "* * * * * *");
-        let conflict = decision.state.conflict.clone().expect("w1's definition differs");
-        assert_eq!(
-            (conflict.worker.as_str(), conflict.definition.schedule.as_str()),
-            ("w1", "*/2 * * * * *")
-        );
-        // Claims by workers that agree clear the conflict once the evidence is old.
-        let later_at = at(2 + CONFLICT_EVIDENCE_TTL_SECONDS + 1);
-        let mut later = Decision::new(decision.state, later_at, &second);
-        later.claim_slot(&default_task(), later_at);
-        assert_eq!(later.state.conflict, None);
-    }
-
-    #[test]
-    fn an_absurd_lease_saturates_instead_of_panicking() {
-        let config = DecideConfig {
-            lease: Duration::days(100_000_000),
-            ..config()
-        };
-        let mut decision = Decision::new(state(), at(1), &config);
-        assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
-        assert_eq!(decision.state.running[0].lease_until, chrono::DateTime::<Utc>::MAX_UTC);
-        let lease = decision.state.running[0].clone();
-        assert!(decision.renew(&[(lease.run_id, lease.fence)]).is_empty());
-    }
-
-    fn rows(mutation: &Mutation) -> Vec<(Option<Timestamp>, Option<Timestamp>, u64, RunStatus)> {
-        mutation
-            .insert_runs
-            .iter()
-            .map(|run| (run.slot, run.slot_until, run.slots_accounted(), run.status))
-            .collect()
-    }
-
-    #[test]
-    fn enabling_after_thirty_days_writes_one_range_row() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(0), &config);
-        decision.set_enabled(false);
-        let thirty_days = 30 * 86_400;
-        let started = std::time::Instant::now();
-        let mut decision = Decision::new(decision.state, at(thirty_days), &config);
-        decision.set_enabled(true);
-        let elapsed = started.elapsed();
-        assert_eq!(decision.state.high_water, at(thirty_days));
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(
-            rows(&mutation),
-            vec![(
-                Some(at(1)),
-                Some(at(thirty_days)),
-                thirty_days as u64,
-                RunStatus::Skipped
-            )]
-        );
-        assert_eq!(mutation.insert_runs[0].reason.as_deref(), Some(REASON_DISABLED));
-        // Bounded work (2.6 million slots are counted, not walked); loose for unoptimised builds.
-        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
-    }
-
-    #[test]
-    fn short_gaps_keep_a_row_per_slot_and_long_ones_become_ranges() {
-        let config = config();
-        let gap = MAX_SINGLE_ROWS as i64;
-        // A gap of exactly MAX_SINGLE_ROWS late slots before an on-time one: a row each.
-        let mut decision = Decision::new(state(), at(gap + 1), &config);
-        let task = task(Overlap::Skip, CatchUp::Skip, OnAbandon::Forget);
-        assert_eq!(decision.claim_slot(&task, at(gap + 1)), SlotOutcome::Started);
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(mutation.insert_runs.len(), MAX_SINGLE_ROWS as usize + 1);
-        assert!(mutation.insert_runs.iter().all(|run| run.slot_until.is_none()));
-        // One more: the missed slots become one range row.
-        let mut decision = Decision::new(state(), at(gap + 2), &config);
-        assert_eq!(decision.claim_slot(&task, at(gap + 2)), SlotOutcome::Started);
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(
-            rows(&mutation),
-            vec![
-                (Some(at(1)), Some(at(gap + 1)), gap as u64 + 1, RunStatus::Missed),
-                (Some(at(gap + 2)), None, 1, RunStatus::Running),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_week_long_outage_is_accounted_in_a_few_rows_under_every_catch_up_policy() {
-        let config = config();
-        let week = 7 * 86_400;
-        let cases = [
-            (CatchUp::Skip, 0u64),
-            (
-                CatchUp::Latest {
-                    within: StdDuration::from_secs(3600),
-                },
-                0,
-            ),
-            (
-                CatchUp::All {
-                    within: StdDuration::from_secs(30),
-                    max: 5,
-                },
-                5,
-            ),
-        ];
-        for (catch_up, caught_up) in cases {
-            let task = task(Overlap::AllowConcurrent, catch_up, OnAbandon::Forget);
-            let mut decision = Decision::new(state(), at(week), &config);
-            assert_eq!(
-                decision.claim_slot(&task, at(week)),
-                SlotOutcome::Started,
-                "{catch_up:?}"
-            );
-            let (mutation, started, _) = decision.into_mutation();
-            assert!(mutation.insert_runs.len() <= 7, "{catch_up:?}: {:?}", rows(&mutation));
-            let accounted: u64 = mutation.insert_runs.iter().map(RunRecord::slots_accounted).sum();
-            assert_eq!(accounted, week as u64, "{catch_up:?}: every slot exactly once");
-            assert_eq!(started.len() as u64, caught_up + 1, "{catch_up:?}");
-            let covered = |slot: i64| mutation.insert_runs.iter().filter(|run| run.covers(at(slot))).count();
-            for slot in [1, 2, week / 2, week - 6, week - 1, week] {
-                assert_eq!(covered(slot), 1, "{catch_up:?}: slot {slot}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_late_claim_after_a_long_disable_is_one_skipped_range() {
-        let config = config();
-        let mut decision = Decision::new(state(), at(0), &config);
-        decision.set_enabled(false);
-        let day = 86_400;
-        let mut decision = Decision::new(decision.state, at(day), &config);
-        assert_eq!(
-            decision.claim_slot(&default_task(), at(day)),
-            SlotOutcome::Skipped(REASON_DISABLED)
-        );
-        let (mutation, _, _) = decision.into_mutation();
-        assert_eq!(
-            rows(&mutation),
-            vec![(Some(at(1)), Some(at(day)), day as u64, RunStatus::Skipped)]
-        );
-    }
-}
+mod tests;
