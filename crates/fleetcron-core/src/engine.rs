@@ -294,6 +294,9 @@ struct Engine<S: Store> {
     /// Loops that serve running handlers (heartbeats, completions): stopped after the last handler.
     servants: Mutex<Vec<JoinHandle<()>>>,
     wake: Notify,
+    /// Woken by every successful answer of the store: a mutation waiting to retry after an outage
+    /// retries at once instead of sleeping out its backoff (up to 2 s of lag after a recovery).
+    store_answered: Notify,
     started: AtomicBool,
     /// Set once, when one of the engine's loops died: the scheduler stops with this message.
     failure: watch::Sender<Option<String>>,
@@ -350,6 +353,7 @@ impl<S: Store> EngineStrategy<S> {
                 starters: Mutex::new(Vec::new()),
                 servants: Mutex::new(Vec::new()),
                 wake: Notify::new(),
+                store_answered: Notify::new(),
                 started: AtomicBool::new(false),
                 failure: watch::Sender::new(None),
                 store_time: Mutex::new(None),
@@ -481,6 +485,7 @@ impl<S: Store> Engine<S> {
 
     /// Learns the store's time from an answer to a request sent at `sent`.
     fn observe(&self, sent: std::time::Instant, store_now: Timestamp) {
+        self.store_answered.notify_waiters();
         let received = std::time::Instant::now();
         let reading = StoreTime::from_round_trip(sent, received, store_now);
         if let Ok(mut best) = self.store_time.lock() {
@@ -556,7 +561,10 @@ impl<S: Store> Engine<S> {
                     }
                     let delay = backoff.step();
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "store unavailable; retrying");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.store_answered.notified() => {}
+                    }
                 }
                 Err(error) => return Err(error),
             }
