@@ -157,5 +157,19 @@ async fn store_outage_is_retried_without_loss_or_duplicate() {
         runs.iter().all(|run| run.status != RunStatus::Running),
         "every run ended: {runs:?}"
     );
-    assert!(runs.iter().filter(|run| run.status == RunStatus::Succeeded).count() >= 3);
+    let shown: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            (
+                run.slot.map(|slot| slot.format("%S%.3f").to_string()),
+                run.status,
+                run.reason.clone(),
+                run.claimed_at.map(|at| at.format("%S%.3f").to_string()),
+            )
+        })
+        .collect();
+    assert!(
+        runs.iter().filter(|run| run.status == RunStatus::Succeeded).count() >= 3,
+        "{shown:?}"
+    );
 }
