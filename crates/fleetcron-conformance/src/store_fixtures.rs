@@ -199,7 +199,10 @@ pub async fn assert_one_run_per_fence<S: Store + ?Sized>(store: &S, id: &str, to
 }
 
 /// Prunes `store` under `retention` as the engine does: the plan decided at the store's own time.
-pub async fn prune(store: &dyn fleetcron_core::Store, retention: &fleetcron_core::Retention) -> Result<u64, fleetcron_core::StoreError> {
+pub async fn prune(
+    store: &dyn fleetcron_core::Store,
+    retention: &fleetcron_core::Retention,
+) -> Result<u64, fleetcron_core::StoreError> {
     let now = store.now().await?;
     store
         .prune_runs(&fleetcron_core::decide::prune_plan(retention, now))

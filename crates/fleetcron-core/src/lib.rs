@@ -23,9 +23,8 @@ pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    HIGH_WATER_FIELD,
-    LastRun, PrunePlan, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport, TaskState,
-    Timestamp, TriggerReceipt, UpdateScheduledTaskInput,
+    LastRun, PrunePlan, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport,
+    TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput, HIGH_WATER_FIELD,
 };
 pub use redact::{redact_url, Secrets, StoreLabel};
 pub use schedule::Schedule;

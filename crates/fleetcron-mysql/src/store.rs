@@ -7,7 +7,7 @@ use crate::sql::{self, MultiRow, Sql};
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, TimeDelta};
 use fleetcron_core::store::{Decide, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
+use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{ConnectOptions, Connection, Executor, MySql, MySqlConnection};

@@ -6,7 +6,7 @@ use crate::listener::{self, ListenConfig};
 use crate::sql::{self, Statements};
 use async_trait::async_trait;
 use fleetcron_core::store::{Decide, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
+use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Postgres, Row};

@@ -7,7 +7,7 @@ use crate::pubsub;
 use crate::scripts::{COMMIT, DUE, MIGRATE, PRUNE, READ_STATES, RUNS};
 use async_trait::async_trait;
 use fleetcron_core::store::{Decide, Mutation, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
+use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
 use std::future::Future;

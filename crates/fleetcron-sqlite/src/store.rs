@@ -7,7 +7,7 @@ use crate::tx::WriteTx;
 use async_trait::async_trait;
 use fleetcron_core::clock::system_clock;
 use fleetcron_core::store::{Decide, Store};
-use fleetcron_core::{Retention, RunQuery, RunRecord, SharedClock, StoreError, TaskState, Timestamp};
+use fleetcron_core::{PrunePlan, RunQuery, RunRecord, SharedClock, StoreError, TaskState, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqliteConnection;
 use std::collections::{HashMap, HashSet};

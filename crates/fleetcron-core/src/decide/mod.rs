@@ -6,7 +6,8 @@
 //! they see a consistent state and their writes land atomically. Nothing here does I/O or reads a clock.
 
 use crate::model::{
-    DefinitionConflict, PrunePlan, Retention, LastRun, PendingRun, RunKind, RunLease, RunRecord, RunStatus, RunUpdate, TaskState, Timestamp,
+    DefinitionConflict, LastRun, PendingRun, PrunePlan, Retention, RunKind, RunLease, RunRecord, RunStatus, RunUpdate,
+    TaskState, Timestamp,
 };
 use crate::schedule::Schedule;
 use crate::store::Mutation;

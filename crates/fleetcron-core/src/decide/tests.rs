@@ -586,7 +586,11 @@ mod purity {
                         task.policy(),
                         &lease.run_id,
                         lease.fence,
-                        if *failed { RunStatus::Failed } else { RunStatus::Succeeded },
+                        if *failed {
+                            RunStatus::Failed
+                        } else {
+                            RunStatus::Succeeded
+                        },
                         None,
                         Some(Value::from(7)),
                         None,

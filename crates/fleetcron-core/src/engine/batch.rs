@@ -12,20 +12,22 @@ pub(super) const MIN_PARALLEL_BATCH: usize = 64;
 /// A claim's outcome and, when it started a run, that run's id and fence.
 pub(super) type ClaimAnswer = (SlotOutcome, Option<(String, u64)>);
 
+/// A run's end, waiting to be written with others.
 pub(super) struct FinishRequest {
-    task: Arc<ScheduledTask>,
-    lease: RunLease,
-    status: RunStatus,
-    reason: Option<String>,
-    result: Option<Value>,
-    error: Option<String>,
-    reply: oneshot::Sender<()>,
+    pub(super) task: Arc<ScheduledTask>,
+    pub(super) lease: RunLease,
+    pub(super) status: RunStatus,
+    pub(super) reason: Option<String>,
+    pub(super) result: Option<Value>,
+    pub(super) error: Option<String>,
+    pub(super) reply: oneshot::Sender<()>,
 }
 
+/// A slot claim, waiting to join a batch.
 pub(super) struct ClaimRequest {
-    task: Arc<ScheduledTask>,
-    slot: Timestamp,
-    reply: oneshot::Sender<Result<ClaimAnswer, SchedulerError>>,
+    pub(super) task: Arc<ScheduledTask>,
+    pub(super) slot: Timestamp,
+    pub(super) reply: oneshot::Sender<Result<ClaimAnswer, SchedulerError>>,
 }
 
 impl<S: Store> Engine<S> {

@@ -12,8 +12,8 @@ mod strategy;
 
 use batch::{ClaimRequest, FinishRequest, QUEUE_CAPACITY};
 pub use config::EngineConfig;
-use run::{LocalRun, StopReason};
 pub use run::bound_text;
+use run::{LocalRun, StopReason};
 
 use crate::clock::StoreTime;
 use crate::decide::{DecideConfig, Decision, FinishOutcome, SlotOutcome};

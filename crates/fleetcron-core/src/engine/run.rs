@@ -14,23 +14,24 @@ pub(super) enum StopReason {
     Shutdown,
 }
 
+/// A run this worker drives: what its heartbeats renew and how it is told to stop.
 pub(super) struct LocalRun {
-    task_id: String,
-    fence: u64,
-    token: CancellationToken,
+    pub(super) task_id: String,
+    pub(super) fence: u64,
+    pub(super) token: CancellationToken,
     stop: Mutex<Option<StopReason>>,
-    renewed_at: Mutex<Instant>,
+    pub(super) renewed_at: Mutex<Instant>,
 }
 
 impl LocalRun {
-    fn stop(&self, reason: StopReason) {
+    pub(super) fn stop(&self, reason: StopReason) {
         if let Ok(mut stop) = self.stop.lock() {
             stop.get_or_insert(reason);
         }
         self.token.cancel();
     }
 
-    fn stop_reason(&self) -> Option<StopReason> {
+    pub(super) fn stop_reason(&self) -> Option<StopReason> {
         self.stop.lock().ok().and_then(|stop| *stop)
     }
 }

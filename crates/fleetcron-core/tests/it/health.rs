@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fleetcron_core::{
-    ConfigError, Decide, EngineConfig, EngineStrategy, MemoryStore, OffsetClock, PrunePlan, Retention, RunQuery, RunRecord,
-    ScheduledTask, Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
+    ConfigError, Decide, EngineConfig, EngineStrategy, MemoryStore, OffsetClock, PrunePlan, Retention, RunQuery,
+    RunRecord, ScheduledTask, Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

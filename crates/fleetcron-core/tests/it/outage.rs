@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fleetcron_core::{
-    Decide, EngineConfig, EngineStrategy, MemoryStore, PrunePlan, Retention, RunQuery, RunRecord, RunStatus, ScheduledTask,
+    Decide, EngineConfig, EngineStrategy, MemoryStore, PrunePlan, RunQuery, RunRecord, RunStatus, ScheduledTask,
     Scheduler, SchedulerError, Store, StoreError, TaskState, Timestamp,
 };
 use std::collections::HashSet;

@@ -580,8 +580,15 @@ async fn prune_keep_last_keeps_the_newest_rows_and_every_running_row() {
         keep_last: Some(3),
         max_age: None,
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &retention).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &retention).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &retention)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &retention)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(removed, 6);
     assert_eq!(run_ids(&postgres, "a").await, ["a7", "a6", "a5", "a00-running"]);
     assert_eq!(run_ids(&postgres, "a").await, run_ids(&memory, "a").await);
@@ -592,9 +599,19 @@ async fn prune_keep_last_keeps_the_newest_rows_and_every_running_row() {
         keep_last: Some(0),
         max_age: None,
     };
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&postgres, &none_kept).await.expect("prune"), 5);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&postgres, &none_kept)
+            .await
+            .expect("prune"),
+        5
+    );
     assert_eq!(run_ids(&postgres, "a").await, ["a00-running"]);
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&postgres, &none_kept).await.expect("prune"), 0);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&postgres, &none_kept)
+            .await
+            .expect("prune"),
+        0
+    );
 
     // A freed slot key can be used again.
     insert_runs(&postgres, "a", vec![run("a", "a99", Some(5), 1, RunStatus::Running)]).await;
@@ -623,8 +640,15 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: None,
         max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &retention).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &retention).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &retention)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &retention)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(removed, 3);
     assert_eq!(run_ids(&postgres, "a").await, ["a6", "a4", "a3", "a2"]);
     assert_eq!(run_ids(&postgres, "a").await, run_ids(&memory, "a").await);
@@ -635,8 +659,15 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: Some(2),
         max_age: Some(std::time::Duration::from_secs(2 * 3600)),
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &both).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &both).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&postgres, &both)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &both)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(run_ids(&postgres, "a").await, run_ids(&memory, "a").await);
     assert_eq!(run_ids(&postgres, "a").await, ["a6", "a4", "a3"]);
 
@@ -645,7 +676,12 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: None,
         max_age: Some(std::time::Duration::MAX),
     };
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&postgres, &huge).await.expect("prune"), 0);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&postgres, &huge)
+            .await
+            .expect("prune"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -669,7 +705,12 @@ async fn prune_never_deletes_a_pending_row() {
     };
     // The rows ended in 2030: age them past max_age with a store a decade ahead.
     let ahead = schema.store_with_offset(Duration::days(3650)).await;
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&ahead, &retention).await.expect("prune"), 2);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&ahead, &retention)
+            .await
+            .expect("prune"),
+        2
+    );
     assert_eq!(run_ids(&store, "t").await, ["r1"]);
 }
 

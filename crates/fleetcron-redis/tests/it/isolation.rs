@@ -189,7 +189,9 @@ async fn assert_isolated(outer_ns: &Namespace, outer: RedisStore, inner_ns: &Nam
         max_age: None,
     };
     assert_eq!(
-        fleetcron_conformance::store_fixtures::prune(&inner, &prune_all).await.expect("prune"),
+        fleetcron_conformance::store_fixtures::prune(inner.as_ref(), &prune_all)
+            .await
+            .expect("prune"),
         0,
         "{q} prunes {p}'s runs"
     );
@@ -282,7 +284,9 @@ async fn assert_isolated(outer_ns: &Namespace, outer: RedisStore, inner_ns: &Nam
     // Pruning one prefix's history leaves the other's whole.
     let inner_runs: usize = inner_written.iter().map(|(_, runs)| runs.len()).sum();
     assert_eq!(
-        fleetcron_conformance::store_fixtures::prune(&inner, &prune_all).await.expect("prune") as usize,
+        fleetcron_conformance::store_fixtures::prune(inner.as_ref(), &prune_all)
+            .await
+            .expect("prune") as usize,
         inner_runs,
         "{q} prunes exactly its own runs"
     );

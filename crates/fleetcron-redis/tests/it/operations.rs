@@ -435,8 +435,15 @@ async fn prune_keep_last_keeps_the_newest_rows_and_every_running_row() {
         keep_last: Some(3),
         max_age: None,
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &retention).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &retention).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &retention)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &retention)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(removed, 6);
     assert_eq!(run_ids(&redis, "a").await, ["a7", "a6", "a5", "a00-running"]);
     assert_eq!(run_ids(&redis, "a").await, run_ids(&memory, "a").await);
@@ -447,9 +454,19 @@ async fn prune_keep_last_keeps_the_newest_rows_and_every_running_row() {
         keep_last: Some(0),
         max_age: None,
     };
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&redis, &none_kept).await.expect("prune"), 5);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&redis, &none_kept)
+            .await
+            .expect("prune"),
+        5
+    );
     assert_eq!(run_ids(&redis, "a").await, ["a00-running"]);
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&redis, &none_kept).await.expect("prune"), 0);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&redis, &none_kept)
+            .await
+            .expect("prune"),
+        0
+    );
 
     // A freed slot key can be used again; a kept one cannot.
     insert_runs(&redis, "a", vec![run("a", "a99", Some(5), 1, RunStatus::Running)]).await;
@@ -483,8 +500,15 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: None,
         max_age: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &retention).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &retention).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &retention)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &retention)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(removed, 3);
     assert_eq!(run_ids(&redis, "a").await, ["a6", "a4", "a3", "a2"]);
     assert_eq!(run_ids(&redis, "a").await, run_ids(&memory, "a").await);
@@ -495,8 +519,15 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: Some(2),
         max_age: Some(std::time::Duration::from_secs(2 * 3600)),
     };
-    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &both).await.expect("prune");
-    assert_eq!(removed, fleetcron_conformance::store_fixtures::prune(&memory, &both).await.expect("memory prune"));
+    let removed = fleetcron_conformance::store_fixtures::prune(&redis, &both)
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        fleetcron_conformance::store_fixtures::prune(&memory, &both)
+            .await
+            .expect("memory prune")
+    );
     assert_eq!(run_ids(&redis, "a").await, run_ids(&memory, "a").await);
     assert_eq!(run_ids(&redis, "a").await, ["a6", "a4", "a3"]);
 
@@ -505,7 +536,12 @@ async fn prune_max_age_uses_the_store_clock_and_end_times() {
         keep_last: None,
         max_age: Some(std::time::Duration::MAX),
     };
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&redis, &huge).await.expect("prune"), 0);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&redis, &huge)
+            .await
+            .expect("prune"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -528,7 +564,12 @@ async fn prune_never_deletes_a_pending_row() {
         keep_last: Some(0),
         max_age: Some(std::time::Duration::from_secs(1)),
     };
-    assert_eq!(fleetcron_conformance::store_fixtures::prune(&store, &retention).await.expect("prune"), 2);
+    assert_eq!(
+        fleetcron_conformance::store_fixtures::prune(&store, &retention)
+            .await
+            .expect("prune"),
+        2
+    );
     assert_eq!(run_ids(&store, "t").await, ["r1"]);
 }
 

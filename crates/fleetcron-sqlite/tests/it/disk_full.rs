@@ -7,7 +7,7 @@
 //! `FLEETCRON_TEST_DISK_FULL=fsize` forces that fallback.
 
 use crate::*;
-use fleetcron_core::{Retention, RunQuery, StoreError};
+use fleetcron_core::{PrunePlan, RunQuery, StoreError};
 use serde_json::json;
 use std::io::Write;
 use std::process::Command;
@@ -161,9 +161,9 @@ async fn scenario(mut disk: Disk) {
         assert_disk_full(&error, fsize, &format!("concurrent mutation {index} on the full disk"));
     }
     let error = store
-        .prune_runs(&Retention {
+        .prune_runs(&PrunePlan {
             keep_last: Some(1),
-            max_age: None,
+            finished_before: None,
         })
         .await
         .expect_err("pruning on a full disk");
@@ -192,9 +192,9 @@ async fn scenario(mut disk: Disk) {
         .await
         .expect("the big mutation once space is free");
     let removed = store
-        .prune_runs(&Retention {
+        .prune_runs(&PrunePlan {
             keep_last: Some(100),
-            max_age: None,
+            finished_before: None,
         })
         .await
         .expect("pruning once space is free");
