@@ -5,6 +5,7 @@
 use crate::clock::{system_clock, SharedClock};
 use crate::error::StoreError;
 use crate::model::{PrunePlan, RunQuery, RunRecord, RunStatus, TaskState, Timestamp};
+use crate::store::frame::MonotonicClock;
 use crate::store::{Decide, Store};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,13 +17,13 @@ struct Inner {
     tasks: BTreeMap<String, TaskState>,
     runs: HashMap<String, Vec<RunRecord>>,
     slot_keys: HashSet<(String, Timestamp, u32)>,
-    last_now: Option<Timestamp>,
 }
 
 /// A store held in this process's memory.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     clock: SharedClock,
+    last_now: MonotonicClock,
     wakeups: broadcast::Sender<String>,
 }
 
@@ -50,6 +51,7 @@ impl MemoryStore {
         Self {
             inner: Mutex::new(Inner::default()),
             clock,
+            last_now: MonotonicClock::new(),
             wakeups,
         }
     }
@@ -61,13 +63,6 @@ impl MemoryStore {
     }
 }
 
-fn monotonic_now(inner: &mut Inner, clock: &SharedClock) -> Timestamp {
-    let now = clock.now();
-    let now = inner.last_now.map_or(now, |last| last.max(now));
-    inner.last_now = Some(now);
-    now
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -75,13 +70,12 @@ impl Store for MemoryStore {
     }
 
     async fn now(&self) -> Result<Timestamp, StoreError> {
-        let mut inner = self.lock()?;
-        Ok(monotonic_now(&mut inner, &self.clock))
+        Ok(self.last_now.observe(self.clock.now()))
     }
 
     async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError> {
         let mut inner = self.lock()?;
-        let now = monotonic_now(&mut inner, &self.clock);
+        let now = self.last_now.observe(self.clock.now());
         for id in ids {
             let mutation = decide(now, id, inner.tasks.get(id));
             // Check the unique key before writing anything, so a refused mutation changes nothing.
@@ -121,8 +115,8 @@ impl Store for MemoryStore {
     }
 
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError> {
-        let mut inner = self.lock()?;
-        let now = monotonic_now(&mut inner, &self.clock);
+        let inner = self.lock()?;
+        let now = self.last_now.observe(self.clock.now());
         let states = match ids {
             None => inner.tasks.values().cloned().collect(),
             Some(ids) => {
@@ -135,8 +129,8 @@ impl Store for MemoryStore {
     }
 
     async fn due_for_attention(&self, limit: u32) -> Result<(Timestamp, Vec<String>), StoreError> {
-        let mut inner = self.lock()?;
-        let now = monotonic_now(&mut inner, &self.clock);
+        let inner = self.lock()?;
+        let now = self.last_now.observe(self.clock.now());
         let ids = inner
             .tasks
             .iter()

@@ -341,11 +341,6 @@ pub(crate) fn decode_state_row(row: &MySqlRow) -> Result<(String, TaskState), St
     Ok((id, state))
 }
 
-/// A stored instant in RFC 3339 (for messages).
-pub(crate) fn describe(at: NaiveDateTime) -> String {
-    at.and_utc().to_rfc3339()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,7 +367,7 @@ mod tests {
         assert!(matches!(to_db(late, "slot"), Err(StoreError::Corrupt(_))));
         let fine = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid");
         assert_eq!(
-            describe(to_db(fine, "slot").expect("in range")),
+            from_db(to_db(fine, "slot").expect("in range")).to_rfc3339(),
             "2030-01-01T00:00:00+00:00"
         );
     }

@@ -6,6 +6,7 @@ use crate::packet::{self, PacketLimits};
 use crate::sql::{self, MultiRow, Sql};
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, TimeDelta};
+use fleetcron_core::store::frame::{collect_writes, duplicate_run_id, duplicate_slot, MonotonicClock};
 use fleetcron_core::store::{Decide, Store};
 use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -13,7 +14,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{ConnectOptions, Connection, Executor, MySql, MySqlConnection};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The newest schema version this build of the MySQL store writes and understands.
@@ -455,43 +456,31 @@ impl MysqlStore {
         // Read the clock once the locks are ours: a wait for them must not age the decisions.
         let now = self.server_now(&mut tx, "reading the clock").await?;
 
+        let writes = collect_writes(ids, |id| stored.get(id), now, decide);
         let mut new_states = Vec::new();
         let mut states = Vec::new();
-        let mut runs = Vec::new();
-        // Of two updates of one run in a batch only the later one counts (each sets every mutable column).
-        let mut updates: Vec<UpdateRow> = Vec::new();
-        let mut update_index: HashMap<(String, String), usize> = HashMap::new();
-        for id in ids {
-            let existing = stored.get(id);
-            let mutation = decide(now, id, existing);
-            if let Some(state) = &mutation.state {
-                let mut row = StateRow::new(id, state, now)?;
-                if let Some(fitted) = packet::fit_state(state, row.state.len(), &self.packet) {
-                    row = StateRow::new(id, &fitted, now)?;
-                }
-                if existing.is_some() {
-                    states.push(row);
-                } else {
-                    new_states.push(row);
-                }
+        for write in &writes.states {
+            let mut row = StateRow::new(&write.id, &write.state, now)?;
+            if let Some(fitted) = packet::fit_state(&write.state, row.state.len(), &self.packet) {
+                row = StateRow::new(&write.id, &fitted, now)?;
             }
-            for run in mutation.insert_runs {
-                let mut row = RunRow::new(run)?;
-                packet::fit_run_row(&mut row, &self.packet);
-                runs.push(row);
-            }
-            for update in mutation.update_runs {
-                let row = UpdateRow::new(id, update)?;
-                let key = (row.task_id.clone(), row.run_id.clone());
-                match update_index.get(&key).and_then(|&index| updates.get_mut(index)) {
-                    Some(earlier) => *earlier = row,
-                    None => {
-                        update_index.insert(key, updates.len());
-                        updates.push(row);
-                    }
-                }
+            if write.existed {
+                states.push(row);
+            } else {
+                new_states.push(row);
             }
         }
+        let mut runs = Vec::with_capacity(writes.inserts.len());
+        for run in writes.inserts {
+            let mut row = RunRow::new(run)?;
+            packet::fit_run_row(&mut row, &self.packet);
+            runs.push(row);
+        }
+        let updates = writes
+            .updates
+            .into_iter()
+            .map(|(id, update)| UpdateRow::new(&id, update))
+            .collect::<Result<Vec<_>, _>>()?;
 
         if new_states.is_empty() && states.is_empty() && runs.is_empty() && updates.is_empty() {
             // Nothing to write: release the locks.
@@ -619,22 +608,19 @@ impl MysqlStore {
             }
             if let Some(slot) = run.slot {
                 if !slot_keys.insert((run.task_id.as_str(), slot, run.attempt)) {
-                    return Err(StoreError::Duplicate(self.slot_message(
-                        &run.task_id,
-                        slot,
-                        run.attempt,
-                    )));
+                    return Err(self.slot_duplicate(&run.task_id, slot, run.attempt));
                 }
             }
         }
         Ok(())
     }
 
-    fn slot_message(&self, task_id: &str, slot: NaiveDateTime, attempt: u32) -> String {
-        format!(
-            "task {task_id} slot {} attempt {attempt} already has a history row (MySQL store {})",
-            codec::describe(slot),
-            self.label
+    fn slot_duplicate(&self, task_id: &str, slot: NaiveDateTime, attempt: u32) -> StoreError {
+        duplicate_slot(
+            task_id,
+            codec::from_db(slot),
+            attempt,
+            &format!("MySQL store {}", self.label),
         )
     }
 
@@ -669,15 +655,11 @@ impl MysqlStore {
         }
         for run in runs {
             if stored_ids.contains(&run.run_id) {
-                return StoreError::Duplicate(format!(
-                    "run id {} already has a history row (MySQL store {})",
-                    run.run_id, self.label
-                ))
-                .into();
+                return duplicate_run_id(&run.run_id, &format!("MySQL store {}", self.label)).into();
             }
             if let Some(slot) = run.slot {
                 if stored_keys.contains(&(run.task_id.clone(), slot, run.attempt)) {
-                    return StoreError::Duplicate(self.slot_message(&run.task_id, slot, run.attempt)).into();
+                    return self.slot_duplicate(&run.task_id, slot, run.attempt).into();
                 }
             }
         }
@@ -886,37 +868,34 @@ impl MysqlStore {
 #[derive(Debug)]
 struct StoreClock {
     offset: TimeDelta,
-    last: Mutex<Option<Timestamp>>,
+    last: MonotonicClock,
 }
 
 impl StoreClock {
     fn new(offset: chrono::Duration) -> Self {
         Self {
             offset: TimeDelta::milliseconds(offset.num_milliseconds()),
-            last: Mutex::new(None),
+            last: MonotonicClock::new(),
         }
     }
 
     /// The store's now from a reading of the server's UTC clock.
     fn observe_server(&self, server: NaiveDateTime) -> Timestamp {
         let at = codec::from_db(server);
-        let at = at.checked_add_signed(self.offset).unwrap_or(at);
-        self.observe(codec::trunc_ms(at))
+        self.observe(at.checked_add_signed(self.offset).unwrap_or(at))
     }
 
     /// Records a store now computed on the server (already offset; whole milliseconds).
     fn observe(&self, now: Timestamp) -> Timestamp {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = last.map_or(now, |last| last.max(now));
-        *last = Some(now);
-        now
+        self.last.observe(now)
     }
 
     /// The parameters of the SQL `NOW` expression: the offset in microseconds and the lower bound
     /// (the last answer).
     fn parameters(&self) -> (i64, NaiveDateTime) {
-        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let floor = last
+        let floor = self
+            .last
+            .floor()
             .filter(|at| codec::in_datetime_range(*at))
             .map_or(chrono::DateTime::UNIX_EPOCH.naive_utc(), |at| at.naive_utc());
         (self.offset.num_milliseconds().saturating_mul(1000), floor)

@@ -11,11 +11,6 @@ use sqlx::{Postgres, Row};
 /// A statement being bound.
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// `at` truncated to whole milliseconds, the precision of the store's clock.
-pub(crate) fn trunc_ms(at: Timestamp) -> Timestamp {
-    at.trunc_subsecs(3)
-}
-
 /// `at` rounded up to whole milliseconds: for a whole-millisecond `now`, `at <= now` exactly when
 /// `ceil_ms(at) <= now`, so a stored deadline compares with the store's clock as the exact instant would.
 pub(crate) fn ceil_ms(at: Timestamp) -> Timestamp {
@@ -406,11 +401,6 @@ pub(crate) fn decode_run(row: &PgRow) -> Result<RunRecord, StoreError> {
     })
 }
 
-/// An instant as RFC 3339, for messages.
-pub(crate) fn show(at: Option<Timestamp>) -> String {
-    at.map_or_else(|| "none".to_owned(), |at| at.to_rfc3339())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,10 +413,10 @@ mod tests {
             .timestamp_millis_opt(1_700_000_000_123)
             .single()
             .expect("valid instant");
-        assert_eq!(trunc_ms(whole), whole);
+        assert_eq!(fleetcron_core::store::frame::truncate_to_millis(whole), whole);
         assert_eq!(ceil_ms(whole), whole);
         let between = whole + Duration::microseconds(1);
-        assert_eq!(trunc_ms(between), whole);
+        assert_eq!(fleetcron_core::store::frame::truncate_to_millis(between), whole);
         assert_eq!(ceil_ms(between), whole + Duration::milliseconds(1));
         let nanos = whole + Duration::nanoseconds(1);
         assert_eq!(ceil_us(nanos), whole + Duration::microseconds(1));

@@ -5,6 +5,7 @@ use crate::error::{self, breaks_connection, constraint, is_missing_schema, is_un
 use crate::listener::{self, ListenConfig};
 use crate::sql::{self, Statements};
 use async_trait::async_trait;
+use fleetcron_core::store::frame::{collect_writes, duplicate_run_id, duplicate_slot, MonotonicClock};
 use fleetcron_core::store::{Decide, Store};
 use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use sqlx::pool::PoolConnection;
@@ -170,7 +171,7 @@ pub struct PostgresStore {
     clock_offset_us: AtomicI64,
     io_timeout: Duration,
     acquire_timeout: Duration,
-    last_now: Mutex<Option<Timestamp>>,
+    last_now: MonotonicClock,
     suspect: AtomicBool,
     label: StoreLabel,
     wakeups: broadcast::Sender<String>,
@@ -342,7 +343,7 @@ impl PostgresStore {
             clock_offset_us: AtomicI64::new(options.clock_offset.num_microseconds().unwrap_or(0)),
             io_timeout: options.statement_timeout + CLIENT_GRACE,
             acquire_timeout: options.acquire_timeout,
-            last_now: Mutex::new(None),
+            last_now: MonotonicClock::new(),
             suspect: AtomicBool::new(false),
             listen: ListenConfig {
                 connect: connect.clone(),
@@ -493,16 +494,12 @@ impl PostgresStore {
 
     /// The floor of the next clock reading: this store's previous answer.
     fn floor(&self) -> Option<Timestamp> {
-        *self.last_now.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_now.floor()
     }
 
     /// Records a clock reading: truncated to milliseconds, never earlier than a previous answer.
     fn observe(&self, server: Timestamp) -> Timestamp {
-        let now = codec::trunc_ms(server);
-        let mut last = self.last_now.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = last.map_or(now, |last| last.max(now));
-        *last = Some(now);
-        now
+        self.last_now.observe(server)
     }
 
     /// Ends a failed operation's transaction (or closes its connection) and maps the failure.
@@ -577,33 +574,29 @@ impl PostgresStore {
             stored.insert(id, state);
         }
 
+        let writes = collect_writes(
+            ids.iter().filter(|id| !skip.contains(*id)),
+            |id| stored.get(id),
+            now,
+            decide,
+        );
         // States of tasks found stored are updated, the others inserted.
         let mut states = StateBatch::default();
         let mut new_states = StateBatch::default();
-        let mut runs = RunBatch::default();
-        // Keyed by (task, run): of two updates of one run in a batch only the later one matters (each sets
-        // every mutable column), and one statement must not update a row twice.
-        let mut updates: HashMap<(String, String), UpdateRow> = HashMap::new();
-        for id in ids.iter().filter(|id| !skip.contains(*id)) {
-            let mutation = decide(now, id, stored.get(id));
-            if let Some(state) = &mutation.state {
-                if stored.contains_key(id) {
-                    states.push(id, state)?;
-                } else {
-                    new_states.push(id, state)?;
-                }
-            }
-            for run in mutation.insert_runs {
-                runs.push(run)?;
-            }
-            for update in mutation.update_runs {
-                let row = UpdateRow::new(id, update)?;
-                updates.insert((row.task_id.clone(), row.run_id.clone()), row);
+        for write in &writes.states {
+            if write.existed {
+                states.push(&write.id, &write.state)?;
+            } else {
+                new_states.push(&write.id, &write.state)?;
             }
         }
+        let mut runs = RunBatch::default();
+        for run in writes.inserts {
+            runs.push(run)?;
+        }
         let mut update_batch = UpdateBatch::default();
-        for row in updates.into_values() {
-            update_batch.push(row);
+        for (id, update) in writes.updates {
+            update_batch.push(UpdateRow::new(&id, update)?);
         }
 
         if states.len() == 0 && new_states.len() == 0 && runs.len() == 0 && update_batch.len() == 0 {
@@ -696,7 +689,7 @@ impl PostgresStore {
             if let Some(slot) = runs.slot[index] {
                 let key = (runs.task_id[index].as_str(), slot, runs.attempt[index]);
                 if !slot_keys.insert(key) {
-                    return StoreError::Duplicate(self.slot_message(key.0, Some(slot), key.2));
+                    return self.slot_duplicate(key.0, Some(slot), key.2);
                 }
             }
         }
@@ -720,9 +713,9 @@ impl PostgresStore {
         });
         match collision {
             Some((run_id, _, _, _, new_run_id)) if run_id == new_run_id => {
-                StoreError::Duplicate(format!("run id {run_id} already has a history row ({})", self.label))
+                duplicate_run_id(&run_id, self.label.as_str())
             }
-            Some((_, task_id, slot, attempt, _)) => StoreError::Duplicate(self.slot_message(&task_id, slot, attempt)),
+            Some((_, task_id, slot, attempt, _)) => self.slot_duplicate(&task_id, slot, attempt),
             _ => {
                 let detail = match error {
                     sqlx::Error::Database(db) => db.message().to_owned(),
@@ -742,12 +735,19 @@ impl PostgresStore {
         }
     }
 
-    fn slot_message(&self, task_id: &str, slot: Option<Timestamp>, attempt: i32) -> String {
-        format!(
-            "task {task_id} slot {} attempt {attempt} already has a history row ({})",
-            codec::show(slot),
-            self.label
-        )
+    fn slot_duplicate(&self, task_id: &str, slot: Option<Timestamp>, attempt: i32) -> StoreError {
+        match slot {
+            Some(slot) => duplicate_slot(
+                task_id,
+                slot,
+                u32::try_from(attempt).unwrap_or(u32::MAX),
+                self.label.as_str(),
+            ),
+            None => StoreError::Duplicate(format!(
+                "task {task_id} attempt {attempt} already has a history row ({})",
+                self.label
+            )),
+        }
     }
 
     fn decode_states(

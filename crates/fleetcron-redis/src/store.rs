@@ -6,6 +6,7 @@ use crate::keys::Keys;
 use crate::pubsub;
 use crate::scripts::{COMMIT, DUE, MIGRATE, PRUNE, READ_STATES, RUNS};
 use async_trait::async_trait;
+use fleetcron_core::store::frame::MonotonicClock;
 use fleetcron_core::store::{Decide, Mutation, Store};
 use fleetcron_core::{PrunePlan, RunQuery, RunRecord, StoreError, StoreLabel, TaskState, Timestamp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -124,7 +125,7 @@ pub struct RedisStore {
     offset_ms: std::sync::atomic::AtomicI64,
     response_timeout: Duration,
     connection_timeout: Duration,
-    last_now_ms: Mutex<Option<i64>>,
+    last_now: MonotonicClock,
     label: StoreLabel,
     wakeups: broadcast::Sender<String>,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -274,7 +275,7 @@ impl RedisStore {
             offset_ms: std::sync::atomic::AtomicI64::new(options.clock_offset.num_milliseconds()),
             response_timeout: options.response_timeout,
             connection_timeout: options.connection_timeout,
-            last_now_ms: Mutex::new(None),
+            last_now: MonotonicClock::new(),
             label,
             keys,
             wakeups,
@@ -363,14 +364,11 @@ impl RedisStore {
 
     /// Like [`Self::observe`] for a reading that has the offset applied already.
     fn observe_store_ms(&self, candidate: i64) -> Result<Timestamp, StoreError> {
-        let mut last = self.last_now_ms.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = last.map_or(candidate, |last| last.max(candidate));
-        *last = Some(now);
-        codec::from_ms(now, "the store clock")
+        Ok(self.last_now.observe(codec::from_ms(candidate, "the store clock")?))
     }
 
     fn last_now_ms(&self) -> Option<i64> {
-        *self.last_now_ms.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_now.floor().map(|at| at.timestamp_millis())
     }
 
     /// The server's time and each task's stored document and version, in one atomic script.

@@ -1,7 +1,7 @@
 //! Conversions between fleetcron's records and SQLite rows: instants as epoch milliseconds, enums by
 //! their snake_case names, JSON documents as text.
 
-use chrono::{DateTime, SubsecRound};
+use chrono::DateTime;
 use fleetcron_core::{RunKind, RunRecord, RunStatus, RunUpdate, StoreError, TaskState, Timestamp};
 use serde::Serialize;
 use sqlx::query::Query;
@@ -10,11 +10,6 @@ use sqlx::{Row, Sqlite};
 
 /// A statement being bound.
 pub(crate) type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
-
-/// `at` truncated to whole milliseconds, the precision the store keeps.
-pub(crate) fn trunc_ms(at: Timestamp) -> Timestamp {
-    at.trunc_subsecs(3)
-}
 
 /// Epoch milliseconds, rounded down.
 pub(crate) fn to_ms(at: Timestamp) -> i64 {
@@ -298,7 +293,7 @@ mod tests {
         let between = whole + Duration::microseconds(1);
         assert_eq!(to_ms(between), 1_700_000_000_123);
         assert_eq!(ceil_ms(between), 1_700_000_000_124);
-        assert_eq!(trunc_ms(between), whole);
+        assert_eq!(fleetcron_core::store::frame::truncate_to_millis(between), whole);
         let before_epoch = Utc.timestamp_millis_opt(-1_500).single().expect("valid instant");
         assert_eq!(to_ms(before_epoch), -1_500);
         assert_eq!(from_ms(-1_500, "x").expect("decodes"), before_epoch);

@@ -6,13 +6,15 @@ use crate::sql;
 use crate::tx::WriteTx;
 use async_trait::async_trait;
 use fleetcron_core::clock::system_clock;
+use fleetcron_core::store::frame::{
+    collect_writes, duplicate_run_id, duplicate_slot, run_migrations, MigrationSteps, MonotonicClock,
+};
 use fleetcron_core::store::{Decide, Store};
 use fleetcron_core::{PrunePlan, RunQuery, RunRecord, SharedClock, StoreError, TaskState, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqliteConnection;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The newest schema version this build of the SQLite store writes and understands.
@@ -92,7 +94,7 @@ impl SqliteOptions {
 pub struct SqliteStore {
     pool: SqlitePool,
     clock: SharedClock,
-    last_now: Mutex<Option<Timestamp>>,
+    last_now: MonotonicClock,
     path: PathBuf,
     label: String,
 }
@@ -141,7 +143,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             clock: options.clock,
-            last_now: Mutex::new(None),
+            last_now: MonotonicClock::new(),
             path,
             label,
         };
@@ -234,11 +236,7 @@ impl SqliteStore {
 
     /// The store clock's now, truncated to milliseconds and never earlier than a previous answer.
     fn monotonic_now(&self) -> Timestamp {
-        let now = codec::trunc_ms(self.clock.now());
-        let mut last = self.last_now.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = last.map_or(now, |last| last.max(now));
-        *last = Some(now);
-        now
+        self.last_now.observe(self.clock.now())
     }
 
     /// Starts a write transaction (see [`WriteTx`]: a failed or abandoned one never returns its
@@ -359,29 +357,30 @@ impl SqliteStore {
         } else {
             self.states_of(conn, &wanted, "reading task states").await?
         };
-        let mut states = Vec::new();
-        let mut runs = Vec::new();
-        // Keyed by (task, run): of two updates of one run in a batch only the later one matters (each sets
-        // every mutable column), and one statement must not update a row twice.
-        let mut updates: HashMap<(String, String), UpdateRow> = HashMap::new();
-        for id in ids.iter().filter(|id| !skip.contains(*id)) {
-            let mutation = decide(now, id, stored.get(id));
-            if let Some(state) = &mutation.state {
-                states.push(StateRow::new(id, state, now)?);
-            }
-            for run in mutation.insert_runs {
-                runs.push(RunRow::new(run)?);
-            }
-            for update in mutation.update_runs {
-                let row = UpdateRow::new(id, update)?;
-                updates.insert((row.task_id.clone(), row.run_id.clone()), row);
-            }
-        }
-        let updates: Vec<UpdateRow> = updates.into_values().collect();
-
-        if states.is_empty() && runs.is_empty() && updates.is_empty() {
+        let writes = collect_writes(
+            ids.iter().filter(|id| !skip.contains(*id)),
+            |id| stored.get(id),
+            now,
+            decide,
+        );
+        if writes.is_empty() {
             return Ok(((now, left_out), false));
         }
+        let states = writes
+            .states
+            .iter()
+            .map(|write| StateRow::new(&write.id, &write.state, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let runs = writes
+            .inserts
+            .into_iter()
+            .map(RunRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let updates = writes
+            .updates
+            .into_iter()
+            .map(|(id, update)| UpdateRow::new(&id, update))
+            .collect::<Result<Vec<_>, _>>()?;
         // On any error the caller rolls the whole batch back.
         self.write_batch(conn, &states, &runs, &updates).await?;
         Ok(((now, left_out), true))
@@ -394,38 +393,8 @@ impl SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(|error| self.err("creating the schema table", error))?;
-        let found: i64 = sqlx::query_scalar(sql::SELECT_SCHEMA_VERSION)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|error| self.err("reading the schema version", error))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
         let now = codec::to_ms(self.monotonic_now());
-        for migration in sql::MIGRATIONS.iter().filter(|m| m.version > found) {
-            for statement in migration.statements {
-                sqlx::query(statement)
-                    .persistent(false)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|error| self.err(&format!("applying schema migration {}", migration.version), error))?;
-            }
-            sqlx::query(sql::INSERT_SCHEMA_VERSION)
-                .bind(migration.version)
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(|error| self.err("recording the schema version", error))?;
-            tracing::info!(
-                path = %self.label,
-                version = migration.version,
-                description = migration.description,
-                "applied fleetcron schema migration"
-            );
-        }
+        run_migrations(&mut Steps { store: self, conn, now }, SCHEMA_VERSION).await?;
         Ok(((), true))
     }
 
@@ -509,7 +478,7 @@ impl SqliteStore {
             }
             if let Some(slot) = run.slot {
                 if !slot_keys.insert((run.task_id.as_str(), slot, run.attempt)) {
-                    return StoreError::Duplicate(slot_message(&run.task_id, slot, run.attempt, &self.label));
+                    return slot_duplicate(&run.task_id, slot, run.attempt, &self.label);
                 }
             }
         }
@@ -521,15 +490,57 @@ impl SqliteStore {
             .fetch_optional(&mut *conn)
             .await;
         match collision {
-            Ok(Some((run_id, _, _, _, new_run_id))) if run_id == new_run_id => StoreError::Duplicate(format!(
-                "run id {run_id} already has a history row (SQLite database {})",
-                self.label
-            )),
-            Ok(Some((_, task_id, Some(slot), attempt, _))) => {
-                StoreError::Duplicate(slot_message(&task_id, slot, attempt, &self.label))
+            Ok(Some((run_id, _, _, _, new_run_id))) if run_id == new_run_id => {
+                duplicate_run_id(&run_id, &format!("SQLite database {}", self.label))
             }
+            Ok(Some((_, task_id, Some(slot), attempt, _))) => slot_duplicate(&task_id, slot, attempt, &self.label),
             _ => self.err("inserting history rows", error),
         }
+    }
+}
+
+/// The migrations of a SQLite file, applied inside the migration's write transaction.
+struct Steps<'a> {
+    store: &'a SqliteStore,
+    conn: &'a mut SqliteConnection,
+    now: i64,
+}
+
+#[async_trait]
+impl MigrationSteps for Steps<'_> {
+    async fn stored_version(&mut self) -> Result<i64, StoreError> {
+        sqlx::query_scalar(sql::SELECT_SCHEMA_VERSION)
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|error| self.store.err("reading the schema version", error))
+    }
+
+    async fn apply(&mut self, version: i64) -> Result<(), StoreError> {
+        let Some(migration) = sql::MIGRATIONS.iter().find(|migration| migration.version == version) else {
+            return Err(StoreError::Corrupt(format!(
+                "no schema migration {version} in this build"
+            )));
+        };
+        for statement in migration.statements {
+            sqlx::query(statement)
+                .persistent(false)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(|error| self.store.err(&format!("applying schema migration {version}"), error))?;
+        }
+        sqlx::query(sql::INSERT_SCHEMA_VERSION)
+            .bind(version)
+            .bind(self.now)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(|error| self.store.err("recording the schema version", error))?;
+        tracing::info!(
+            path = %self.store.label,
+            version,
+            description = migration.description,
+            "applied fleetcron schema migration"
+        );
+        Ok(())
     }
 }
 
@@ -553,11 +564,14 @@ async fn execute_chunks<R>(
     Ok(())
 }
 
-fn slot_message(task_id: &str, slot_ms: i64, attempt: i64, label: &str) -> String {
-    let slot = codec::from_ms(slot_ms, "slot")
-        .map(|slot| slot.to_rfc3339())
-        .unwrap_or_else(|_| format!("{slot_ms} ms"));
-    format!("task {task_id} slot {slot} attempt {attempt} already has a history row (SQLite database {label})")
+fn slot_duplicate(task_id: &str, slot_ms: i64, attempt: i64, label: &str) -> StoreError {
+    let store = format!("SQLite database {label}");
+    match codec::from_ms(slot_ms, "slot") {
+        Ok(slot) => duplicate_slot(task_id, slot, u32::try_from(attempt).unwrap_or(u32::MAX), &store),
+        Err(_) => StoreError::Duplicate(format!(
+            "task {task_id} slot {slot_ms} ms attempt {attempt} already has a history row ({store})"
+        )),
+    }
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T, what: &str) -> Result<String, StoreError> {

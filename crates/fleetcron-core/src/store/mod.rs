@@ -19,6 +19,8 @@
 //! * Errors: [`StoreError::Unavailable`] means "nothing was committed, or it is unknown whether it was;
 //!   retry"; the engine retries with backoff and its decisions are idempotent on the state it reads.
 
+pub mod frame;
+
 use crate::error::StoreError;
 use crate::model::PrunePlan;
 use crate::model::{RunQuery, RunRecord, RunUpdate, TaskState, Timestamp};
