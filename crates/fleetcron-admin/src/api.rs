@@ -413,6 +413,7 @@ async fn set_enabled(
         (status = 401, description = "No token or a wrong token", body = ErrorBody),
         (status = 403, description = "A read token, or a cross-site request", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
         (status = 503, description = "The store is unreachable", body = ErrorBody),
     ))]
 async fn enable_task(
@@ -435,6 +436,7 @@ async fn enable_task(
         (status = 401, description = "No token or a wrong token", body = ErrorBody),
         (status = 403, description = "A read token, or a cross-site request", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
         (status = 503, description = "The store is unreachable", body = ErrorBody),
     ))]
 async fn disable_task(

@@ -75,7 +75,6 @@ pub struct TaskView {
     /// Whether a run holds a lease now (a disabled task may still be finishing a run).
     pub is_running: bool,
     /// The last finished run's result (any JSON).
-    #[schema(value_type = Option<Object>)]
     pub last_result: Option<serde_json::Value>,
     /// Whether slots run.
     pub enabled: bool,
@@ -201,7 +200,6 @@ pub struct RunView {
     /// Why it was skipped, missed or cancelled.
     pub reason: Option<String>,
     /// The handler's result (any JSON).
-    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// The handler's error, or the engine's explanation.
     pub error: Option<String>,
