@@ -2,5 +2,6 @@
 //! server, `/metrics` against the history of a multi-worker run, and the dashboard in headless Chromium.
 
 mod api;
+mod metrics;
 mod openapi;
 mod support;
