@@ -291,6 +291,7 @@ fn chart(title: &str, id: &str, points: &[(DateTime<Utc>, i64)]) -> String {
     const W: f64 = 600.0;
     const H: f64 = 160.0;
     const PAD: f64 = 28.0;
+    const LEFT: f64 = 56.0;
     let mut html = format!(
         "<figure class=\"chart\" id=\"{id}\"><figcaption>{}</figcaption>",
         escape(title)
@@ -307,7 +308,7 @@ fn chart(title: &str, id: &str, points: &[(DateTime<Utc>, i64)]) -> String {
         .unwrap_or(1)
         .max(t0 + 1);
     let max = points.iter().map(|(_, value)| *value).max().unwrap_or(1).max(1);
-    let x = |at: &DateTime<Utc>| PAD + (at.timestamp_millis() - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
+    let x = |at: &DateTime<Utc>| LEFT + (at.timestamp_millis() - t0) as f64 / (t1 - t0) as f64 * (W - LEFT - PAD);
     let y = |value: i64| H - PAD - (value.max(0) as f64 / max as f64) * (H - 2.0 * PAD);
     let line: Vec<String> = points
         .iter()
@@ -316,8 +317,8 @@ fn chart(title: &str, id: &str, points: &[(DateTime<Utc>, i64)]) -> String {
     let _ = write!(
         html,
         "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{title}\" preserveAspectRatio=\"none\">\
-         <line x1=\"{PAD}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#999\" stroke-width=\"1\"/>\
-         <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{base}\" stroke=\"#999\" stroke-width=\"1\"/>\
+         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#999\" stroke-width=\"1\"/>\
+         <line x1=\"{LEFT}\" y1=\"{PAD}\" x2=\"{LEFT}\" y2=\"{base}\" stroke=\"#999\" stroke-width=\"1\"/>\
          <text x=\"2\" y=\"{top}\" font-size=\"11\">{max_label}</text>\
          <text x=\"2\" y=\"{base}\" font-size=\"11\">0</text>\
          <polyline fill=\"none\" stroke=\"#2a6ebb\" stroke-width=\"2\" points=\"{line}\"/>",
@@ -340,7 +341,7 @@ fn chart(title: &str, id: &str, points: &[(DateTime<Utc>, i64)]) -> String {
     }
     let _ = write!(
         html,
-        "<text x=\"{PAD}\" y=\"{H}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{H}\" font-size=\"11\" text-anchor=\"end\">{}</text></svg></figure>",
+        "<text x=\"{LEFT}\" y=\"{H}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{H}\" font-size=\"11\" text-anchor=\"end\">{}</text></svg></figure>",
         DateTime::<Utc>::from_timestamp_millis(t0).map(|at| at.format("%H:%M:%S").to_string()).unwrap_or_default(),
         W - PAD,
         DateTime::<Utc>::from_timestamp_millis(t1).map(|at| at.format("%H:%M:%S").to_string()).unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! server, `/metrics` against the history of a multi-worker run, and the dashboard in headless Chromium.
 
 mod api;
+mod browser;
 mod metrics;
 mod openapi;
 mod support;
