@@ -1,6 +1,6 @@
 //! Every event a handler logs carries its run's span: task id, slot, run id, fence, attempt, worker.
 
-use fleetcron_core::{MemoryStore, MemoryStrategy, ScheduledTask, Scheduler, SchedulerStrategy};
+use fleetcron_core::{MemoryStore, MemoryStrategy, ScheduledTask, Scheduler};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
