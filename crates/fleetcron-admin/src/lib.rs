@@ -93,7 +93,8 @@ impl AdminOptions {
         self
     }
 
-    /// The dashboard's title (default `fleetcron`), e.g. the redacted store label.
+    /// The dashboard's title (default `fleetcron`). The page shell is served without a token: name no
+    /// host or database here.
     pub fn title(mut self, title: impl Into<String>) -> Self {
         self.title = title.into();
         self

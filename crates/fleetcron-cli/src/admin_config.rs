@@ -218,6 +218,21 @@ pub fn install_recorder() {
     let _ = prometheus();
 }
 
+/// The dashboard's title for a store: its kind only (`sqlite store`). The page shell is served without
+/// a token, so it names no host, database or user, not even redacted.
+pub fn title(url: &str) -> String {
+    let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    let kind = match scheme.as_str() {
+        "sqlite" => "sqlite",
+        "postgres" | "postgresql" => "postgres",
+        "mysql" | "mariadb" => "mysql",
+        "redis" | "rediss" => "redis",
+        "memory" => "memory",
+        _ => "custom",
+    };
+    format!("{kind} store")
+}
+
 /// A running admin server; stopped when dropped.
 pub struct AdminServer {
     /// The address it listens on.
@@ -273,8 +288,7 @@ pub async fn start_for_daemon(args: &AdminArgs, config: &Path, url: &str) -> Res
     let strategy = fleetcron::DefaultSchedulerStrategy::connect(url)
         .await
         .map_err(|error| crate::admin::store_error(url, &error))?;
-    let label = strategy.label().to_owned();
-    let server = start(Arc::new(strategy), listen, auth, &label).await?;
+    let server = start(Arc::new(strategy), listen, auth, &title(url)).await?;
     tracing::info!(address = %server.address, "admin API and dashboard at http://{}/", server.address);
     say(&format!("fleetcron: dashboard at http://{}/", server.address));
     Ok(Some(server))

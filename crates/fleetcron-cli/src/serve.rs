@@ -39,7 +39,8 @@ pub async fn run(args: ServeArgs) -> CliResult {
         .await
         .map_err(|error| store_error(&args.store, &error))?;
     let label = strategy.label().to_owned();
-    let server = crate::admin_config::start(Arc::new(strategy), args.listen, auth, &label).await?;
+    let title = crate::admin_config::title(&args.store);
+    let server = crate::admin_config::start(Arc::new(strategy), args.listen, auth, &title).await?;
     say(&format!("fleetcron serve: {label} at http://{}/", server.address));
     let why = shutdown.recv().await;
     tracing::info!("{why}: stopping the admin server");

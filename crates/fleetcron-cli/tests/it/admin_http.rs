@@ -105,6 +105,8 @@ fn the_daemon_serves_api_dashboard_and_metrics_from_its_admin_table() {
     let (code, page) = get("/", None).expect("answer");
     assert_eq!(code, 200);
     assert!(page.contains("/assets/dashboard.js"), "{page}");
+    // The shell is public: it names the kind of store, not its path, host or user.
+    assert!(page.contains("sqlite store") && !page.contains("d.db"), "{page}");
     let (code, fragment) = get("/ui/tasks", Some(READ)).expect("answer");
     assert_eq!(code, 200);
     assert!(
