@@ -82,6 +82,9 @@ pub enum TasksCommand {
     Enable {
         /// Task id.
         id: String,
+        /// Why (shown in the task's report; at most 500 bytes).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -89,6 +92,9 @@ pub enum TasksCommand {
     Disable {
         /// Task id.
         id: String,
+        /// Why (shown in the task's report; at most 500 bytes).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -237,6 +243,14 @@ fn show(report: &TaskReport) -> String {
         ));
     }
     lines.push(format!("pending trigger:  {}", time(report.pending_trigger)));
+    if let Some(note) = &report.note {
+        lines.push(format!(
+            "note:             {} ({} at {})",
+            note.text,
+            if note.enabled { "enabled" } else { "disabled" },
+            time(Some(note.at))
+        ));
+    }
     if let Some(conflict) = &report.definition_conflict {
         lines.push(format!(
             "definition conflict: worker {} registered schedule {:?} tz {} at {}",
@@ -383,19 +397,31 @@ pub async fn tasks(command: TasksCommand) -> CliResult {
                 ));
             }
         }
-        TasksCommand::Enable { id, store } => update(&store, &id, true).await?,
-        TasksCommand::Disable { id, store } => update(&store, &id, false).await?,
+        TasksCommand::Enable { id, note, store } => update(&store, &id, true, note).await?,
+        TasksCommand::Disable { id, note, store } => update(&store, &id, false, note).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn update(store: &StoreArgs, id: &str, enabled: bool) -> Result<(), CliError> {
+async fn update(store: &StoreArgs, id: &str, enabled: bool, note: Option<String>) -> Result<(), CliError> {
+    if note
+        .as_ref()
+        .is_some_and(|note| note.len() > fleetcron::model::MAX_NOTE_BYTES)
+    {
+        return Err(CliError::usage(format!(
+            "--note is over {} bytes",
+            fleetcron::model::MAX_NOTE_BYTES
+        )));
+    }
     let strategy = connect(store).await?;
     let report = strategy
-        .update_task(UpdateScheduledTaskInput {
-            id: id.to_owned(),
-            enabled: Some(enabled),
-        })
+        .update_task_noted(
+            UpdateScheduledTaskInput {
+                id: id.to_owned(),
+                enabled: Some(enabled),
+            },
+            note.filter(|note| !note.trim().is_empty()),
+        )
         .await
         .map_err(|e| admin_error(&store.store, id, e))?;
     if enabled {

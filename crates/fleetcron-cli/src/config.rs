@@ -360,7 +360,7 @@ fn to_json(value: &DeValue<'_>) -> Value {
     }
 }
 
-const TOP_KEYS: &[&str] = &["store", "worker_id", "engine", "task"];
+const TOP_KEYS: &[&str] = &["store", "worker_id", "engine", "task", "admin"];
 const ENGINE_KEYS: &[&str] = &[
     "lease",
     "heartbeat_interval",
@@ -408,6 +408,7 @@ pub fn parse(text: &str) -> Result<DaemonConfig, Vec<Issue>> {
     };
     let root = root.get_ref();
     walker.known_keys(root, "", TOP_KEYS);
+    crate::admin_config::check(text, get(root, "admin"), &mut walker.issues);
     let store = get(root, "store").and_then(|v| walker.string(v, "store"));
     let worker_id = get(root, "worker_id").and_then(|v| {
         let id = walker.string(v, "worker_id")?;

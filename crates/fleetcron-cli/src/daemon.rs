@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The admin HTTP surface (`--admin-listen`, `--admin-token-file`, `--insecure-no-auth`).
+    #[command(flatten)]
+    pub admin: crate::admin_config::AdminArgs,
 }
 
 const DEFAULT_STORE: &str = "sqlite://fleetcron.db";
@@ -265,6 +268,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     init_logging(args.log_format);
+    crate::admin_config::install_recorder();
     let install = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|error| CliError::runtime(format!("cannot install the {name} handler: {error}")))
     };
@@ -293,6 +297,8 @@ pub async fn run(args: RunArgs) -> CliResult {
         config = %args.config.display(),
         "fleetcron daemon running"
     );
+    // The admin surface (if asked for) on a strategy of its own: reloads do not touch it.
+    let _admin = crate::admin_config::start_for_daemon(&args.admin, &args.config, &url).await?;
     let mut reloads = 0u32;
     // A reload (parsing the file, then starting the new generation) runs beside this loop, never in
     // it: a big file must not delay SIGTERM. Dropping it (at shutdown) drops the new generation's stop

@@ -42,6 +42,9 @@ pub struct DemoArgs {
     /// Keep the temporary directory (store and handlers' log) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// Serve the dashboard and the admin API here (loopback, no token; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// A worker process started by the demo.
@@ -210,6 +213,21 @@ pub async fn run(args: DemoArgs) -> CliResult {
         .await
         .map_err(|error| CliError::runtime(format!("cannot prepare the store {url}: {error}")))?;
 
+    // The dashboard, over a strategy of its own on the demo's store.
+    let admin = DefaultSchedulerStrategy::connect(&url)
+        .await
+        .map_err(|error| CliError::runtime(format!("cannot open the store {url}: {error}")))?;
+    let dashboard = crate::admin_config::start(
+        std::sync::Arc::new(admin),
+        args.listen,
+        crate::admin_config::auth(None, false)?,
+        "demo",
+    )
+    .await?;
+    say(&format!(
+        "demo: dashboard at http://{}/ (open it while the demo runs)",
+        dashboard.address
+    ));
     say(&format!(
         "demo: {} workers for {} s; tasks demo.tick-a/b/c every second, demo.flaky every 2 s (fails one run in three), \
          demo.slow every 3 s taking 4 s (overlapping slots skipped); lease {} ms",

@@ -7,6 +7,7 @@
 //! configuration file prints one such line per problem).
 
 mod admin;
+mod admin_config;
 mod config;
 mod daemon;
 mod demo;
@@ -15,6 +16,7 @@ mod lag;
 mod process;
 mod schedule_cmd;
 mod secrets;
+mod serve;
 mod summary;
 mod torture;
 mod worker;
@@ -41,6 +43,8 @@ enum Command {
     Tasks(admin::TasksCommand),
     /// Create or upgrade the store's schema.
     Migrate(admin::MigrateArgs),
+    /// Serve the admin API, Prometheus /metrics and the web dashboard for a store.
+    Serve(serve::ServeArgs),
     /// Preview cron schedules: when a pattern fires, and what it means.
     #[command(subcommand)]
     Schedule(schedule_cmd::ScheduleCommand),
@@ -149,6 +153,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Migrate(args) => {
             init_tracing("error");
             runtime()?.block_on(admin::migrate(args))
+        }
+        Command::Serve(args) => {
+            init_tracing("info");
+            runtime()?.block_on(serve::run(args))
         }
         Command::Demo(args) => {
             init_tracing("warn");

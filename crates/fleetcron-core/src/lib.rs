@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod redact;
 pub mod schedule;
@@ -23,8 +24,8 @@ pub use engine::{EngineConfig, EngineStrategy};
 pub use error::{ConfigError, SchedulerError, StoreError};
 pub use memory::MemoryStore;
 pub use model::{
-    LastRun, PrunePlan, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskReport,
-    TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput, HIGH_WATER_FIELD,
+    LastRun, PrunePlan, Retention, RunKind, RunLease, RunQuery, RunRecord, RunStatus, RunUpdate, RunningOn, TaskNote,
+    TaskReport, TaskState, Timestamp, TriggerReceipt, UpdateScheduledTaskInput, HIGH_WATER_FIELD,
 };
 pub use redact::{redact_url, Secrets, StoreLabel};
 pub use schedule::Schedule;

@@ -318,6 +318,24 @@ pub struct TaskState {
     pub last_started_at: Option<Timestamp>,
     /// The last finished run.
     pub last_run: Option<LastRun>,
+    /// The operator's note on the last enable/disable (absent in documents written before notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<TaskNote>,
+}
+
+/// Most bytes of an operator's note ([`TaskNote::text`]); a longer one is cut.
+pub const MAX_NOTE_BYTES: usize = 500;
+
+/// An operator's note on why a task was enabled or disabled, shown in its report. An enable or disable
+/// without a note clears the previous one (it explained an earlier change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNote {
+    /// The note (at most [`MAX_NOTE_BYTES`]).
+    pub text: String,
+    /// Whether the task was enabled when the note was written.
+    pub enabled: bool,
+    /// When it was written (store clock).
+    pub at: Timestamp,
 }
 
 impl TaskState {
@@ -335,6 +353,7 @@ impl TaskState {
             pending: Vec::new(),
             last_started_at: None,
             last_run: None,
+            note: None,
         }
     }
 
@@ -399,6 +418,9 @@ pub struct TaskReport {
     pub pending_trigger: Option<Timestamp>,
     /// Differing definition registered by another worker.
     pub definition_conflict: Option<DefinitionConflict>,
+    /// The operator's note on the last enable/disable, if one was given.
+    #[serde(default)]
+    pub note: Option<TaskNote>,
 }
 
 impl TaskReport {
@@ -436,6 +458,7 @@ impl TaskReport {
                 .collect(),
             pending_trigger: state.pending_trigger().map(|p| p.requested_at),
             definition_conflict: state.conflict.clone(),
+            note: state.note.clone(),
         }
     }
 }

@@ -450,6 +450,7 @@ impl Watch {
         }
         self.checked_skew = Some(now);
         let offset_ms = (store_now - worker_now).num_milliseconds();
+        crate::metrics::store_clock_offset(offset_ms);
         if offset_ms.abs() <= 1000 {
             return;
         }

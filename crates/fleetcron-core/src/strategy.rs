@@ -128,6 +128,19 @@ pub trait SchedulerStrategy: Send + Sync + 'static {
     /// Enables or disables a task fleet-wide.
     async fn update_task(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError>;
 
+    /// Enables or disables a task fleet-wide like [`Self::update_task`], and records the operator's
+    /// `note` on the change in the task's report ([`TaskReport::note`]); an update without a note
+    /// clears the previous one when it enables or disables. The default, for strategies that keep no
+    /// notes, ignores the note.
+    async fn update_task_noted(
+        &self,
+        input: UpdateScheduledTaskInput,
+        note: Option<String>,
+    ) -> Result<TaskReport, SchedulerError> {
+        let _ = note;
+        self.update_task(input).await
+    }
+
     /// A task's run history, newest first.
     async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError>;
 

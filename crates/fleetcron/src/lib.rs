@@ -231,6 +231,14 @@ impl SchedulerStrategy for DefaultSchedulerStrategy {
         self.scrub(self.inner.update_task(input).await)
     }
 
+    async fn update_task_noted(
+        &self,
+        input: UpdateScheduledTaskInput,
+        note: Option<String>,
+    ) -> Result<TaskReport, SchedulerError> {
+        self.scrub(self.inner.update_task_noted(input, note).await)
+    }
+
     async fn runs(&self, id: &str, query: RunQuery) -> Result<Vec<RunRecord>, SchedulerError> {
         self.scrub(self.inner.runs(id, query).await)
     }

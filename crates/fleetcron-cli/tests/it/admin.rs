@@ -90,11 +90,23 @@ fn admin_commands_on_a_sqlite_store() {
             .any(|r| r["kind"] == "manual" && r["status"] == "succeeded")
     });
 
-    let disable = run(&["tasks", "disable", "every.second", "--store", &url], T);
+    let disable = run(
+        &[
+            "tasks",
+            "disable",
+            "every.second",
+            "--note",
+            "db migration",
+            "--store",
+            &url,
+        ],
+        T,
+    );
     assert_eq!(disable.code(), Some(0), "{}", disable.stderr);
     assert!(disable.stdout.contains("disabled"));
     let report = admin_json(&["tasks", "show", "every.second"], &url);
     assert_eq!(report["enabled"], false);
+    assert_eq!(report["note"]["text"], "db migration", "{report}");
     wait_until(Duration::from_secs(10), "a skipped slot", || {
         runs(&url, "every.second")
             .iter()

@@ -76,4 +76,10 @@ fn demo_runs_every_slot_once() {
     assert!(output.stdout.contains(" ran demo.tick-a slot "), "{}", output.stdout);
     assert!(output.stdout.contains("demo: SIGKILL w"), "{}", output.stdout);
     assert!(output.stdout.contains("demo: restarted w"), "{}", output.stdout);
+    // The demo serves its dashboard and says where.
+    assert!(
+        output.stdout.contains("demo: dashboard at http://127.0.0.1:"),
+        "{}",
+        output.stdout
+    );
 }

@@ -3,6 +3,7 @@
 //! a three-daemon fleet. One test binary; each concern is a module.
 
 mod admin;
+mod admin_http;
 mod common;
 mod config_check;
 mod daemon_support;

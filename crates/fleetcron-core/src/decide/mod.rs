@@ -684,6 +684,20 @@ impl<'a> Decision<'a> {
         self.state.enabled = enabled;
     }
 
+    /// Sets the operator's note (see [`crate::model::TaskNote`]); `None` clears it. Call after
+    /// [`Decision::set_enabled`], so the note records the state it explains.
+    pub fn set_note(&mut self, text: Option<&str>) {
+        let note = text.map(|text| crate::model::TaskNote {
+            text: crate::engine::bound_text(text.to_owned(), crate::model::MAX_NOTE_BYTES),
+            enabled: self.state.enabled,
+            at: self.now,
+        });
+        if self.state.note != note {
+            self.changed = true;
+            self.state.note = note;
+        }
+    }
+
     /// Registers this worker's definition. The newest registration wins (a deploy or a reload takes
     /// effect); when it replaces another worker's different definition, that one is kept as the
     /// reported conflict. Returns whether the stored definition changed.

@@ -152,6 +152,7 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) async fn claim_batch(self: &Arc<Self>, batch: Vec<ClaimRequest>) {
+        let _timer = crate::metrics::ClaimBatchTimer::start(self.metrics_store, batch.len());
         let config = self.decide_config();
         let mut by_task: HashMap<String, Vec<ClaimRequest>> = HashMap::new();
         let mut ids = Vec::new();

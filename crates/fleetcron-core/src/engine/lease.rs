@@ -137,6 +137,11 @@ impl<S: Store> Engine<S> {
                     if !lost.is_empty() {
                         tracing::warn!(runs = ?lost, "leases lost; cancelling those handlers");
                     }
+                    for (run_id, run) in &local {
+                        if lost.contains(run_id) && run.stop_reason().is_none() {
+                            crate::metrics::lease_lost(self.metrics_store, &run.task_id);
+                        }
+                    }
                     self.stop_local(&lost, StopReason::LeaseLost);
                 }
                 Err(error) => {
@@ -148,6 +153,9 @@ impl<S: Store> Engine<S> {
                             .lock()
                             .map(|at| at.elapsed() >= self.config.lease)
                             .unwrap_or(true);
+                        if expired && run.stop_reason().is_none() {
+                            crate::metrics::lease_lost(self.metrics_store, &run.task_id);
+                        }
                         if expired {
                             run.stop(StopReason::LeaseLost);
                         }

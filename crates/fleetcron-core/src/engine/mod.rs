@@ -63,6 +63,8 @@ struct Engine<S: Store> {
     failure: watch::Sender<Option<String>>,
     /// The best recent reading of the store's clock (see [`StoreTime`]).
     store_time: Mutex<Option<StoreTime>>,
+    /// The `store` label of this engine's metrics ([`crate::metrics::store_label`]).
+    metrics_store: &'static str,
 }
 
 /// The built-in [`SchedulerStrategy`]: the shared engine over a [`Store`].
@@ -118,6 +120,7 @@ impl<S: Store> EngineStrategy<S> {
                 started: AtomicBool::new(false),
                 failure: watch::Sender::new(None),
                 store_time: Mutex::new(None),
+                metrics_store: crate::metrics::store_label::<S>(),
             }),
         }
     }
@@ -281,11 +284,18 @@ impl<S: Store> Engine<S> {
         let mut backoff = Backoff::new();
         loop {
             let mut results: HashMap<String, T> = HashMap::with_capacity(ids.len());
+            // Metrics count what the committed attempt wrote, once (see `crate::metrics`).
+            let mut written: HashMap<String, crate::metrics::Written> = HashMap::new();
             let sent = std::time::Instant::now();
             let outcome = {
                 let mut decide = |now: Timestamp, id: &str, state: Option<&TaskState>| {
                     let (mutation, result) = f(now, id, state);
                     results.insert(id.to_owned(), result);
+                    // A store that decides a task again (its version moved) keeps only the last decision.
+                    match crate::metrics::Written::of(&mutation) {
+                        Some(tally) => written.insert(id.to_owned(), tally),
+                        None => written.remove(id),
+                    };
                     mutation
                 };
                 match floors {
@@ -296,6 +306,9 @@ impl<S: Store> Engine<S> {
             match outcome {
                 Ok((now, left_out)) => {
                     self.observe(sent, now);
+                    for (task, tally) in &written {
+                        tally.committed(self.metrics_store, task);
+                    }
                     return Ok((now, results, left_out));
                 }
                 Err(error) if error.is_transient() => {
@@ -303,6 +316,7 @@ impl<S: Store> Engine<S> {
                         Some(limit) => started.elapsed() >= limit,
                         None => self.stopping.is_cancelled() && started.elapsed() >= self.config.cancel_grace,
                     };
+                    crate::metrics::store_error(self.metrics_store, &error, !give_up);
                     if give_up {
                         return Err(error);
                     }
@@ -313,7 +327,10 @@ impl<S: Store> Engine<S> {
                         () = self.store_answered.notified() => {}
                     }
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    crate::metrics::store_error(self.metrics_store, &error, false);
+                    return Err(error);
+                }
             }
         }
     }

@@ -75,17 +75,28 @@ impl<S: Store> Engine<S> {
             }
             let engine = self.clone();
             let task = task.clone();
-            self.handlers.spawn(async move {
-                let supervisor = engine.clone();
-                // The handler's own panics are caught inside (they are the run's failure); a panic
-                // here is the engine's own, and leaves a lease nobody ends: fatal.
-                let driven = std::panic::AssertUnwindSafe(engine.drive_run(task, lease, local))
-                    .catch_unwind()
-                    .await;
-                if let Err(panic) = driven {
-                    supervisor.fail(format!("a run driver panicked: {}", panic_message(panic)));
-                }
-            });
+            let span = crate::metrics::run_span(
+                task.id(),
+                lease.slot,
+                &lease.run_id,
+                lease.fence,
+                lease.attempt,
+                &lease.worker,
+            );
+            self.handlers.spawn(tracing::Instrument::instrument(
+                async move {
+                    let supervisor = engine.clone();
+                    // The handler's own panics are caught inside (they are the run's failure); a panic
+                    // here is the engine's own, and leaves a lease nobody ends: fatal.
+                    let driven = std::panic::AssertUnwindSafe(engine.drive_run(task, lease, local))
+                        .catch_unwind()
+                        .await;
+                    if let Err(panic) = driven {
+                        supervisor.fail(format!("a run driver panicked: {}", panic_message(panic)));
+                    }
+                },
+                span,
+            ));
         }
     }
 
@@ -115,7 +126,17 @@ impl<S: Store> Engine<S> {
             cancellation: local.token.clone(),
         };
         tracing::debug!(task = task.id(), run = %lease.run_id, slot = ?lease.slot, fence = lease.fence, "run started");
-        let mut join = tokio::spawn((task.handler())(context));
+        // Start lag by the store's clock (the best reading, extrapolated), for runs with a slot.
+        let store_now = self
+            .store_time
+            .lock()
+            .ok()
+            .and_then(|reading| reading.map(|reading| reading.now()))
+            .unwrap_or(lease.started_at);
+        let lag = lease.slot.map(|slot| store_now - slot);
+        crate::metrics::run_started(self.metrics_store, task.id(), lease.kind, lag);
+        let handler_started = Instant::now();
+        let mut join = tokio::spawn(tracing::Instrument::in_current_span((task.handler())(context)));
         let timeout = task.policy().timeout;
         let (status, reason, result, error) = tokio::select! {
             joined = &mut join => Self::joined(joined),
@@ -130,6 +151,7 @@ impl<S: Store> Engine<S> {
                 (RunStatus::Cancelled, Some("scheduler shutdown".to_owned()), None, Some("cancelled: the worker is shutting down".to_owned()))
             }
         };
+        crate::metrics::run_ended(self.metrics_store, task.id(), status, handler_started.elapsed());
         match local.stop_reason() {
             Some(StopReason::LeaseLost) => {
                 tracing::warn!(task = task.id(), run = %lease.run_id, "lease lost; the run's end is not recorded by this worker");

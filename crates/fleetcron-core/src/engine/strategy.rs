@@ -255,7 +255,9 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             .map_err(store_error)?;
         let receipt = results
             .remove(id)
-            .unwrap_or_else(|| Err(SchedulerError::UnknownTask(id.to_owned())))?;
+            .unwrap_or_else(|| Err(SchedulerError::UnknownTask(id.to_owned())));
+        crate::metrics::trigger(engine.metrics_store, id, crate::metrics::TriggerOutcome::of(&receipt));
+        let receipt = receipt?;
         if let Err(error) = engine.store.notify(id).await {
             tracing::debug!(%error, "trigger notification failed; workers will see it at their next poll");
         }
@@ -264,6 +266,14 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
     }
 
     async fn update_task(&self, input: UpdateScheduledTaskInput) -> Result<TaskReport, SchedulerError> {
+        self.update_task_noted(input, None).await
+    }
+
+    async fn update_task_noted(
+        &self,
+        input: UpdateScheduledTaskInput,
+        note: Option<String>,
+    ) -> Result<TaskReport, SchedulerError> {
         let engine = &self.engine;
         let config = engine.decide_config();
         let ids = [input.id.clone()];
@@ -275,6 +285,9 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 let mut decision = Decision::new(state.clone(), now, &config, fresh_seed());
                 if let Some(enabled) = input.enabled {
                     decision.set_enabled(enabled);
+                }
+                if note.is_some() || input.enabled.is_some_and(|enabled| enabled != state.enabled) {
+                    decision.set_note(note.as_deref());
                 }
                 let report = TaskReport::from_state(&decision.state, now);
                 (decision.into_mutation().0, Ok(report))

@@ -3,4 +3,5 @@
 
 mod builder;
 mod health;
+mod observability;
 mod outage;
