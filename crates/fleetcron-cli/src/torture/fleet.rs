@@ -5,7 +5,7 @@
 use super::faults::Rng;
 use crate::process::{say, signal, warn};
 use crate::CliError;
-use fleetcron_conformance::proxy::FaultProxy;
+use fleetcron_faultproxy::FaultProxy;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

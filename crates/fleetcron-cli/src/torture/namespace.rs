@@ -6,7 +6,7 @@
 use crate::process::sqlite_url;
 use crate::CliError;
 use chrono::Utc;
-use fleetcron_conformance::proxy::FaultProxy;
+use fleetcron_faultproxy::FaultProxy;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
