@@ -14,13 +14,13 @@ use tokio::process::{Child, Command};
 
 /// One worker position in the fleet, whatever incarnation runs in it.
 pub(super) struct Seat {
-    pub(super) index: u32,
-    pub(super) incarnation: u32,
+    index: u32,
+    incarnation: u32,
     child: Option<Child>,
     url: String,
     /// The proxy between this seat's workers and a server store, when connections are cut.
     pub(super) proxy: Option<FaultProxy>,
-    pub(super) paused: bool,
+    paused: bool,
 }
 
 impl Seat {

@@ -15,6 +15,10 @@
 //! Then it lets the fleet settle, stops it with SIGTERM, reads the store's history and the handlers'
 //! own log, and runs [`check::check`]. The last stdout line is one JSON object; the exit code is 1 if
 //! any guarantee was violated.
+//!
+//! `run` is the sequence of [`phases`]; the worker processes are the [`fleet`], what is injected and
+//! undone is in [`faults`], and where the run's data lives (directory, SQLite file, schema or prefix,
+//! proxies) in [`namespace`].
 
 pub mod check;
 mod faults;
