@@ -14,7 +14,7 @@
 
 pub mod cases;
 pub mod memory;
-pub mod proxy;
+pub use fleetcron_faultproxy as proxy;
 pub mod store_cases;
 pub mod store_fixtures;
 pub mod support;

@@ -78,7 +78,7 @@ pub enum CatchUp {
 impl Default for CatchUp {
     fn default() -> Self {
         CatchUp::Latest {
-            within: Duration::from_secs(3600),
+            within: DEFAULT_CATCH_UP_WITHIN,
         }
     }
 }
@@ -381,6 +381,13 @@ impl ScheduledTask {
 
 /// Default handler time limit: one hour.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default catch-up window: the newest missed slot still runs if it is at most an hour old
+/// ([`CatchUp::default`] is `Latest` with this window; `within` defaults to it wherever it is left out).
+pub const DEFAULT_CATCH_UP_WITHIN: Duration = Duration::from_secs(3600);
+/// Default number of missed slots [`CatchUp::All`] runs when its `max` is left out.
+pub const DEFAULT_CATCH_UP_MAX: u32 = 10;
+/// Default attempts in all (the first included) of [`OnAbandon::Retry`] when `max_attempts` is left out.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 
 /// The part of a task that all workers must agree on; stored with the task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

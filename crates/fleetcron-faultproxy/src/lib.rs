@@ -1,6 +1,23 @@
-//! A fault-injecting TCP proxy for backend tests: put it between a store and its server (loopback
-//! only), then cut every connection, stall traffic, or resume — the faults a real network produces,
-//! without stopping the shared server.
+//! A fault-injecting TCP proxy: put it between a client and its server (loopback only), then cut every
+//! connection, stall traffic, refuse new connections, or resume — the faults a real network produces,
+//! without stopping a shared server.
+//!
+//! fleetcron's store tests use it to cut a store's connections mid-mutation, and `fleetcron torture` puts
+//! one in front of each worker process on a server store. It is a crate of its own, with no dependency but
+//! tokio, so that the shipped CLI links neither the test suite nor anything it does not run.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use fleetcron_faultproxy::FaultProxy;
+//!
+//! let proxy = FaultProxy::start("127.0.0.1:5432".parse()?).await?;
+//! let url = format!("postgres://postgres@{}/test", proxy.address());
+//! // … connect the store to `url`, then:
+//! proxy.cut(); // every open connection is closed at once
+//! proxy.refuse(); // new connections are closed as soon as they are accepted (the server is "down")
+//! proxy.resume(); // traffic and new connections pass again
+//! # Ok(()) }
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
