@@ -1,55 +1,10 @@
-//! Several stores and tasks on one file (several processes: the CLI's multi-process test).
+//! The busy timeout: a writer waits for another connection's write lock, and past the timeout is
+//! `Unavailable` while reads go on (WAL). Stores racing on one file are cases of the store suite.
 
 use crate::*;
-use fleetcron_core::{RunQuery, StoreError};
+use fleetcron_core::StoreError;
+use fleetcron_sqlite::SqliteOptions;
 use std::time::Duration as StdDuration;
-
-async fn final_fence(store: &SqliteStore, id: &str) -> u64 {
-    let (_, states) = store.load(Some(&[id.to_owned()])).await.expect("load");
-    states.first().map_or(0, |state| state.fence)
-}
-
-/// Every increment's run row, oldest first: one per fence value, none lost, none doubled.
-async fn assert_one_run_per_fence(store: &SqliteStore, id: &str, total: u64) {
-    let runs = store
-        .runs(
-            id,
-            &RunQuery {
-                limit: 10_000,
-                before: None,
-            },
-        )
-        .await
-        .expect("runs");
-    let mut fences: Vec<u64> = runs.iter().map(|run| run.fence).collect();
-    fences.sort_unstable();
-    assert_eq!(fences, (1..=total).collect::<Vec<_>>());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_stores_on_one_file_serialise_200_increments() {
-    let db = test_db();
-    let first = Arc::new(store(&db.path).await);
-    let second = Arc::new(SqliteStore::open(&db.path).await.expect("open the second store"));
-
-    let mut handles = Vec::new();
-    for task in 0..8 {
-        let store = Arc::clone(if task % 2 == 0 { &first } else { &second });
-        handles.push(tokio::spawn(async move {
-            let worker = format!("task-{task}");
-            for _ in 0..25 {
-                increment(store.as_ref(), "counter", &worker).await?;
-            }
-            Ok::<_, StoreError>(())
-        }));
-    }
-    for handle in handles {
-        handle.await.expect("join").expect("every increment commits");
-    }
-    assert_eq!(final_fence(&first, "counter").await, 200);
-    assert_eq!(final_fence(&second, "counter").await, 200);
-    assert_one_run_per_fence(&first, "counter", 200).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_lock_held_past_the_busy_timeout_is_unavailable() {
