@@ -196,6 +196,44 @@ pub fn clock_offset(clock: &dyn Clock) -> chrono::Duration {
     chrono::Duration::milliseconds((micros + micros.signum() * 500) / 1000)
 }
 
+/// The `user@host:port` part of a server URL and the rest (path, query), split.
+fn authority(url: &str) -> (&str, &str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    (scheme, authority, tail)
+}
+
+/// `url` with its host and port replaced by `address`, its user, password, path and query kept: the
+/// URL of the same server through a [`FaultProxy`] (or of a port nothing listens on).
+pub fn url_via(url: &str, address: SocketAddr) -> String {
+    let (scheme, authority, tail) = authority(url);
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{address}{tail}")
+}
+
+/// The address of the server a URL names (`default_port` when it names none), resolved.
+pub fn url_address(url: &str, default_port: u16) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    let (_, authority, _) = authority(url);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    };
+    host.to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .unwrap_or_else(|| panic!("cannot resolve the test server {host}"))
+}
+
 /// A clock a case moves: this machine's clock plus an offset in whole milliseconds.
 #[derive(Debug)]
 pub struct CaseClock {

@@ -1,4 +1,5 @@
-//! Connecting: URLs, schemas, options, unreachable servers, schema versions and migration races.
+//! Connecting: URLs, schemas, options, credentials; the migration lock. Schema versions, concurrent
+//! migrations and unreachable servers are cases of the store suite.
 
 use crate::*;
 use fleetcron_core::StoreError;
@@ -74,7 +75,7 @@ async fn invalid_urls_schemas_and_options_are_config_errors() {
         PostgresOptions::default().with_schema(""),
         PostgresOptions::default().with_statement_timeout(std::time::Duration::ZERO),
         PostgresOptions::default().with_acquire_timeout(std::time::Duration::from_secs(u64::MAX / 4)),
-        PostgresOptions::default().with_clock_offset(Duration::days(365 * 200)),
+        PostgresOptions::default().with_clock_offset(chrono::Duration::days(365 * 200)),
     ] {
         let result = PostgresStore::connect_with(&server_url(), options.clone()).await;
         assert!(matches!(result, Err(StoreError::Config(_))), "{options:?}: {result:?}");
@@ -94,20 +95,8 @@ async fn a_long_schema_name_gets_a_hashed_channel() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_unavailable_and_bad_credentials_are_config() {
-    require_server!("an_unreachable_server_is_unavailable_and_bad_credentials_are_config");
-    // Nothing listens on port 1.
-    let started = std::time::Instant::now();
-    let options = PostgresOptions::default().with_acquire_timeout(std::time::Duration::from_secs(2));
-    match PostgresStore::connect_with("postgres://postgres@127.0.0.1:1/test", options).await {
-        Err(error @ StoreError::Unavailable(_)) => {
-            assert!(error.is_transient());
-            assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
-        }
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
-
+async fn missing_databases_and_roles_are_config_errors() {
+    require_server!("missing_databases_and_roles_are_config_errors");
     let base = server_url();
     let (head, _) = base.rsplit_once('/').expect("the URL names a database");
     let missing_database = format!("{head}/fleetcron_no_such_database");
@@ -122,80 +111,6 @@ async fn an_unreachable_server_is_unavailable_and_bad_credentials_are_config() {
         Err(StoreError::Config(message)) => assert!(message.contains("fleetcron_no_such_role"), "{message}"),
         other => panic!("expected Config for an unknown role, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn a_schema_newer_than_this_build_is_refused() {
-    require_server!("a_schema_newer_than_this_build_is_refused");
-    let schema = TestSchema::new();
-    let store = schema.store().await;
-    let mut conn = raw_connection().await;
-    sqlx::query(&format!(
-        "INSERT INTO \"{}\".fleetcron_schema (version, description) VALUES ($1, 'from the future')",
-        schema.name
-    ))
-    .bind(i32::try_from(SCHEMA_VERSION + 5).expect("small"))
-    .execute(&mut conn)
-    .await
-    .expect("bump the version");
-    for store in [store, schema.connect().await] {
-        match store.migrate().await {
-            Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!(found, SCHEMA_VERSION + 5);
-                assert_eq!(supported, SCHEMA_VERSION);
-            }
-            other => panic!("expected SchemaTooNew, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_stores_migrate_a_fresh_schema_at_once() {
-    require_server!("eight_stores_migrate_a_fresh_schema_at_once");
-    let schema = TestSchema::new();
-    let mut stores = Vec::new();
-    for _ in 0..8 {
-        stores.push(Arc::new(schema.connect().await));
-    }
-    let migrating: Vec<_> = stores
-        .iter()
-        .map(|store| {
-            let store = Arc::clone(store);
-            tokio::spawn(async move { store.migrate().await })
-        })
-        .collect();
-    for handle in migrating {
-        handle.await.expect("task").expect("every concurrent migrate succeeds");
-    }
-    for store in &stores {
-        assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
-    }
-    let mut conn = raw_connection().await;
-    let versions: Vec<i32> = sqlx::query_scalar(&format!(
-        "SELECT version FROM \"{}\".fleetcron_schema ORDER BY version",
-        schema.name
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .expect("versions");
-    assert_eq!(
-        versions.into_iter().map(i64::from).collect::<Vec<_>>(),
-        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
-        "each migration applied once"
-    );
-    // No migration lock is left behind.
-    let key = migration_lock_key(&schema.name);
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
-           AND classid::int8 = $1 AND objid::int8 = $2",
-    )
-    .bind((key >> 32) & 0xffff_ffff)
-    .bind(key & 0xffff_ffff)
-    .fetch_one(&mut conn)
-    .await
-    .expect("locks");
-    assert_eq!(held, 0, "session advisory locks left behind");
-    increment(stores[7].as_ref(), "t", "w").await.expect("the schema works");
 }
 
 /// The documented migration-lock key: FNV-1a-64 of `fleetcron:migrate:<schema>`.
@@ -230,6 +145,18 @@ async fn migrate_waits_for_the_migration_lock() {
         .expect("release");
     let store = migrating.await.expect("task").expect("migrates once the lock is free");
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
+    // The migration released its session lock.
+    let key = migration_lock_key(&schema.name);
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+           AND classid::int8 = $1 AND objid::int8 = $2",
+    )
+    .bind((key >> 32) & 0xffff_ffff)
+    .bind(key & 0xffff_ffff)
+    .fetch_one(&mut holder)
+    .await
+    .expect("locks");
+    assert_eq!(held, 0, "session advisory locks left behind");
 }
 
 /// A typo in a parameter is an error naming the accepted ones (it used to fall back silently to the
