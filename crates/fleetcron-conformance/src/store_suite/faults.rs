@@ -5,7 +5,6 @@
 use super::engine::engine_namespace;
 use super::fixtures::*;
 use super::{StoreHarness, StoreNamespace, Suite};
-use crate::proxy::FaultProxy;
 use crate::support::{
     assert_contiguous_once, count_status, eventually, fast_config, history, recorded, Recorder, TaskFactory, Worker,
     WorkerOptions,
@@ -209,9 +208,7 @@ pub async fn an_unreachable_server_is_unavailable_within_the_timeouts<H: StoreHa
         return;
     }
     let (_clock, ns) = suite.namespace(epoch()).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port");
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], closed_port()));
     let started = Instant::now();
     let outcome = match ns.open_via(closed).await {
         Ok(store) => store.migrate().await,
@@ -237,11 +234,7 @@ pub async fn brief_cuts_never_cancel_a_run_whose_lease_survives<H: StoreHarness>
     }
     let (_clock, ns) = suite.namespace(chrono::Utc::now()).await;
     let ns = Arc::new(ns);
-    let proxy = Arc::new(
-        FaultProxy::start(ns.upstream().expect("upstream"))
-            .await
-            .expect("proxy"),
-    );
+    let proxy = suite.proxy().await;
     let (proxied, direct) = (
         engine_namespace(ns.clone(), Some(proxy.address())),
         engine_namespace(ns, None),
@@ -291,11 +284,7 @@ pub async fn an_outage_longer_than_the_lease_cancels_the_run_and_another_worker_
     }
     let (_clock, ns) = suite.namespace(chrono::Utc::now()).await;
     let ns = Arc::new(ns);
-    let proxy = Arc::new(
-        FaultProxy::start(ns.upstream().expect("upstream"))
-            .await
-            .expect("proxy"),
-    );
+    let proxy = suite.proxy().await;
     let (proxied, direct) = (
         engine_namespace(ns.clone(), Some(proxy.address())),
         engine_namespace(ns, None),

@@ -258,3 +258,33 @@ pub async fn prune<S: Store + ?Sized>(
         .prune_runs(&fleetcron_core::decide::prune_plan(retention, now))
         .await
 }
+
+/// Asserts that `result` is a `Config` error whose message says `expected` and never shows `secret`.
+pub fn assert_config_error<T: std::fmt::Debug>(result: Result<T, StoreError>, expected: &str, secret: &str) {
+    match result {
+        Err(StoreError::Config(message)) => {
+            assert!(message.contains(expected), "{message}: does not say {expected}");
+            assert!(!message.contains(secret), "{message}: shows the secret");
+        }
+        other => panic!("expected a Config error saying {expected}, got {other:?}"),
+    }
+}
+
+/// Asserts that `result` is an error, and that neither its message nor its debug form shows `secret`.
+pub fn assert_refused_without<T>(result: Result<T, StoreError>, secret: &str, what: &str) {
+    match result {
+        Err(error) => {
+            let text = format!("{error} {error:?}");
+            assert!(!text.contains(secret), "{what}: {text}");
+        }
+        Ok(_) => panic!("{what}: accepted"),
+    }
+}
+
+/// A port of this machine that nothing listens on (bound, then let go).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}

@@ -1,7 +1,7 @@
 //! The store suite's harness of the reference store, [`MemoryStore`]: one store per namespace (the
 //! workers of one process share it), on the case's clock.
 
-use super::{AttentionOrder, Capabilities, ClaimSkipping, StoreHarness, StoreNamespace};
+use super::{Capabilities, Locks, StoreHarness, StoreNamespace};
 use crate::BoxedFuture;
 use fleetcron_core::{MemoryStore, SharedClock};
 use std::sync::Arc;
@@ -14,19 +14,15 @@ pub struct MemoryHarness;
 pub struct MemoryNamespace(Arc<MemoryStore>);
 
 impl StoreHarness for MemoryHarness {
-    type Store = MemoryStore;
     type Namespace = MemoryNamespace;
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            push: true,
-            claim_skipping: ClaimSkipping::None,
-            attention_order: AttentionOrder::ById,
-            persistent: false,
-            refuses_before_migrate: false,
-            ..Capabilities::default()
-        }
-    }
+    const CAPABILITIES: Capabilities = Capabilities {
+        push: true,
+        persistent: false,
+        refuses_before_migrate: false,
+        locks: Locks::None,
+        ..Capabilities::EMBEDDED
+    };
 
     fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, MemoryNamespace> {
         Box::pin(async move { MemoryNamespace(Arc::new(MemoryStore::with_clock(clock))) })

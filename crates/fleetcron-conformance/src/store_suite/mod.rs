@@ -13,6 +13,8 @@
 //! }
 //! ```
 //!
+//! ([`crate::backend_suites!`] expands both suites, each in a module of its own.)
+//!
 //! A case the store lacks the capability for passes after printing `*** SKIPPED … (capability …)`; a
 //! case whose service cannot be reached fails under `FLEETCRON_REQUIRE_SERVICES=1` (as in CI) and is
 //! skipped loudly otherwise ([`crate::service_policy`]). [`StoreBackend`] turns the same harness into
@@ -29,6 +31,7 @@ mod faults;
 pub mod fixtures;
 mod history;
 mod keys;
+mod locks;
 pub mod memory;
 mod prune;
 mod push;
@@ -41,6 +44,7 @@ pub use engine::{engine_namespace, StoreBackend};
 pub use faults::*;
 pub use history::*;
 pub use keys::*;
+pub use locks::*;
 pub use prune::*;
 pub use push::*;
 pub use schema::*;
@@ -74,6 +78,17 @@ pub enum AttentionOrder {
     MostOverdueFirst,
 }
 
+/// How writers of a store wait for one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locks {
+    /// Nobody waits for a writer of another process: optimistic commits (or one process only).
+    None,
+    /// A writer locks the whole store for its transaction (SQLite's write lock).
+    WholeStore,
+    /// A writer locks the tasks of its batch only.
+    PerTask,
+}
+
 /// What a store can do beyond the [`Store`] contract; cases that need more are skipped, loudly.
 #[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
@@ -101,39 +116,54 @@ pub struct Capabilities {
     /// After a cut, the first retry works: the pool checks idle connections before it hands one out
     /// (at most one operation fails per cut).
     pub reconnects_at_once: bool,
+    /// How writers wait for one another ([`StoreNamespace::hold_lock`]).
+    pub locks: Locks,
 }
 
-impl Default for Capabilities {
-    /// An embedded store without extras: injectable clock, no push, no claim skipping, id order,
-    /// persistent with migrations it insists on, no proxy.
-    fn default() -> Self {
-        Self {
-            injectable_clock: true,
-            push: false,
-            claim_skipping: ClaimSkipping::None,
-            attention_order: AttentionOrder::ById,
-            persistent: true,
-            refuses_before_migrate: true,
-            proxy: false,
-            server_transactions: false,
-            reconnects_at_once: false,
-        }
-    }
+impl Capabilities {
+    /// An embedded store: injectable clock, no push, no claim skipping, id order, persistent with
+    /// migrations it insists on, one writer at a time, no server.
+    pub const EMBEDDED: Self = Self {
+        injectable_clock: true,
+        push: false,
+        claim_skipping: ClaimSkipping::None,
+        attention_order: AttentionOrder::ById,
+        persistent: true,
+        refuses_before_migrate: true,
+        proxy: false,
+        server_transactions: false,
+        reconnects_at_once: false,
+        locks: Locks::WholeStore,
+    };
+
+    /// A SQL server store: the server's clock, a proxy in front of it, batches as server transactions
+    /// locking their tasks, a pool that replaces dead connections; no push, no claim skipping.
+    pub const SERVER: Self = Self {
+        injectable_clock: false,
+        proxy: true,
+        server_transactions: true,
+        reconnects_at_once: true,
+        locks: Locks::PerTask,
+        ..Self::EMBEDDED
+    };
 }
 
 /// A backend under the store suite.
 pub trait StoreHarness: Send + Sync + 'static {
-    /// The store.
-    type Store: Store;
-    /// One isolated namespace of it.
-    type Namespace: StoreNamespace<Store = Self::Store>;
+    /// One isolated namespace of its store.
+    type Namespace: StoreNamespace;
 
     /// What the store can do.
-    fn capabilities(&self) -> Capabilities;
+    const CAPABILITIES: Capabilities;
 
     /// Whether the backend's service can be reached: `Err(reason)` when it cannot.
     fn available(&self) -> BoxedFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// The server's address, for stores with [`Capabilities::proxy`] (a [`FaultProxy`] forwards to it).
+    fn upstream(&self) -> Option<SocketAddr> {
+        None
     }
 
     /// A fresh namespace no other test sees, whose stores read `clock`: injected (embedded stores) or
@@ -156,11 +186,6 @@ pub trait StoreNamespace: Send + Sync + 'static {
     fn follow_clock(&self, store: &Self::Store) -> bool {
         let _ = store;
         false
-    }
-
-    /// The server's address, for stores with [`Capabilities::proxy`].
-    fn upstream(&self) -> Option<SocketAddr> {
-        None
     }
 
     /// A store on this namespace that reaches its server at `address` (a proxy, or a port nothing
@@ -187,7 +212,27 @@ pub trait StoreNamespace: Send + Sync + 'static {
     fn label(&self) -> Option<String> {
         None
     }
+
+    /// Another session takes the lock a writer of `task_id` (a stored task) needs — its row, or the
+    /// whole store ([`Capabilities::locks`]) — and holds it until the returned value is dropped.
+    fn hold_lock(&self, task_id: &str) -> BoxedFuture<'_, LockHolder> {
+        let _ = task_id;
+        Box::pin(async { panic!("a store with locks must hold one for the suite") })
+    }
+
+    /// A store on this namespace that gives up waiting for a lock after about 300 ms (1 s where
+    /// the server counts in seconds), as `Unavailable`.
+    fn open_impatient(&self) -> BoxedFuture<'_, Arc<Self::Store>> {
+        Box::pin(async { panic!("a store with locks must open an impatient store for the suite") })
+    }
 }
+
+/// What holds a lock for [`StoreNamespace::hold_lock`] (another session's connection, in a
+/// transaction): dropping it closes the session, and the lock goes with it.
+pub type LockHolder = Box<dyn std::any::Any + Send>;
+
+/// The store of a harness.
+pub type StoreOf<H> = <<H as StoreHarness>::Namespace as StoreNamespace>::Store;
 
 /// The offset of `clock` from this machine's clock, rounded to whole milliseconds (what a server
 /// store opened on a namespace of `clock` adds to its server's clock).
@@ -285,17 +330,17 @@ pub struct Fresh<H: StoreHarness> {
     /// The namespace.
     pub ns: H::Namespace,
     /// A migrated store on it.
-    pub store: Arc<H::Store>,
+    pub store: Arc<StoreOf<H>>,
 }
 
 impl<'a, H: StoreHarness> Suite<'a, H> {
     /// The case `case` on `harness`, or `None` when its service is unreachable and not required (see
     /// [`crate::service_policy`]).
     pub async fn start(harness: &'a H, case: &'static str) -> Option<Self> {
-        crate::service_policy(harness.available().await, case).then(|| Self {
+        crate::service_policy(harness.available().await, case).then_some(Self {
             harness,
             case,
-            capabilities: harness.capabilities(),
+            capabilities: H::CAPABILITIES,
         })
     }
 
@@ -328,9 +373,9 @@ impl<'a, H: StoreHarness> Suite<'a, H> {
         &self,
         ns: &H::Namespace,
         clock: &CaseClock,
-        store: &Arc<H::Store>,
+        store: &Arc<StoreOf<H>>,
         to: Timestamp,
-    ) -> Arc<H::Store> {
+    ) -> Arc<StoreOf<H>> {
         clock.set(to);
         if self.capabilities.injectable_clock || ns.follow_clock(store) {
             store.clone()
@@ -340,27 +385,42 @@ impl<'a, H: StoreHarness> Suite<'a, H> {
     }
 
     /// Whether `store`'s own clock can be moved while it is open (to check that it holds when moved back).
-    pub fn movable_clock(&self, ns: &H::Namespace, store: &H::Store) -> bool {
+    pub fn movable_clock(&self, ns: &H::Namespace, store: &StoreOf<H>) -> bool {
         self.capabilities.injectable_clock || ns.follow_clock(store)
     }
 
-    /// A proxy in front of the namespace's server and a migrated store connected through it.
-    pub async fn proxied(&self, ns: &H::Namespace) -> (Arc<FaultProxy>, Arc<H::Store>) {
-        let upstream = ns
+    /// A proxy in front of the store's server.
+    pub async fn proxy(&self) -> Arc<FaultProxy> {
+        let upstream = self
+            .harness
             .upstream()
             .unwrap_or_else(|| panic!("{}: a store with the proxy capability names its upstream", self.case));
-        let proxy = FaultProxy::start(upstream).await.expect("start the fault proxy");
+        Arc::new(FaultProxy::start(upstream).await.expect("start the fault proxy"))
+    }
+
+    /// A proxy in front of the namespace's server and a migrated store connected through it.
+    pub async fn proxied(&self, ns: &H::Namespace) -> (Arc<FaultProxy>, Arc<StoreOf<H>>) {
+        let proxy = self.proxy().await;
         let store = ns
             .open_via(proxy.address())
             .await
             .unwrap_or_else(|error| panic!("{}: connecting through the proxy: {error}", self.case));
         store.migrate().await.expect("migrate through the proxy");
-        (Arc::new(proxy), store)
+        (proxy, store)
     }
 }
 
+/// A fresh namespace of `harness` on this machine's clock, for a backend's own test `test`; `None`
+/// (after a loud message) when the service is unreachable and not required ([`crate::service_policy`]).
+pub async fn namespace_for<H: StoreHarness>(harness: &H, test: &str) -> Option<H::Namespace> {
+    if !crate::service_policy(harness.available().await, test) {
+        return None;
+    }
+    Some(harness.namespace(fleetcron_core::clock::system_clock()).await)
+}
+
 /// A new store on `ns`, migrated.
-pub async fn migrated<N: StoreNamespace>(ns: &N) -> Arc<N::Store> {
+pub async fn migrated<N: StoreNamespace + ?Sized>(ns: &N) -> Arc<N::Store> {
     let store = ns.open().await;
     store.migrate().await.expect("migrate");
     store
@@ -397,6 +457,8 @@ macro_rules! store_suite {
             racing_registrations_create_a_new_task_once,
             stores_racing_for_the_same_slots_claim_each_once,
             batches_in_opposite_orders_never_deadlock,
+            a_lock_held_elsewhere_makes_a_writer_unavailable_past_its_timeout,
+            a_writer_waits_for_a_lock_within_its_timeout,
             concurrent_migrations_apply_each_version_once,
             a_schema_newer_than_this_build_is_refused,
             operations_before_migrate_say_to_migrate,
@@ -412,6 +474,37 @@ macro_rules! store_suite {
             subscriptions_reconnect_after_a_cut_and_wake_their_subscribers,
             a_manual_trigger_wakes_another_worker_through_push
         );
+    };
+}
+
+/// `let ns = namespace_or_skip!(harness);` in a backend's own test: a fresh namespace of the harness
+/// ([`namespace_for`], named after the test), or a return from the test when its service is
+/// unreachable and not required.
+#[macro_export]
+macro_rules! namespace_or_skip {
+    ($harness:expr) => {{
+        fn here() {}
+        let test = ::std::any::type_name_of_val(&here).trim_end_matches("::here");
+        match $crate::store_suite::namespace_for(&$harness, test).await {
+            Some(namespace) => namespace,
+            None => return,
+        }
+    }};
+}
+
+/// Expands both suites for the harness `$harness` (a path to a value implementing [`StoreHarness`]):
+/// the store suite in a module `store_suite`, the engine-level conformance suite (on
+/// [`StoreBackend`]) in a module `conformance`.
+#[macro_export]
+macro_rules! backend_suites {
+    ($harness:path) => {
+        mod store_suite {
+            $crate::store_suite!($harness);
+        }
+
+        mod conformance {
+            $crate::conformance_tests!($crate::store_suite::StoreBackend($harness));
+        }
     };
 }
 

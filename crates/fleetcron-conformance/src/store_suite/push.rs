@@ -3,7 +3,7 @@
 
 use super::engine::engine_namespace;
 use super::fixtures::*;
-use super::{StoreHarness, StoreNamespace, Suite};
+use super::{StoreHarness, StoreNamespace, StoreOf, Suite};
 use crate::support::{eventually, fast_config, recorded, Recorder, WorkerOptions};
 use fleetcron_core::Store;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub async fn a_notification_reaches_every_store_of_the_namespace_only<H: StoreHa
         .await
         .expect("notify without subscribers");
     let also = fresh.ns.open().await;
-    let subscribe = |store: &H::Store| store.subscribe().expect("a store with push subscribes");
+    let subscribe = |store: &StoreOf<H>| store.subscribe().expect("a store with push subscribes");
     let (mut first, mut second, mut unrelated) = (subscribe(&fresh.store), subscribe(&also), subscribe(&other.store));
     live(&*notifier, &mut [&mut first, &mut second]).await;
     live(&*other.store, &mut [&mut unrelated]).await;

@@ -19,18 +19,22 @@ async fn max_allowed_packet(tables: &Tables) -> usize {
     usize::try_from(bytes).expect("a packet size fits usize")
 }
 
+/// The server's packet limit, and an error text of `line`s ending `THE-END` that is larger.
+async fn more_than_a_packet(tables: &Tables, line: &str) -> (usize, String) {
+    let packet = max_allowed_packet(tables).await;
+    let text = format!("{}THE-END", line.repeat(packet / line.len() + 1024));
+    assert!(text.len() > packet);
+    (packet, text)
+}
+
 /// A handler that fails with an error larger than the server's whole packet limit: the run is recorded
 /// `failed`, promptly, with a bounded error — whatever bound the engine puts on error texts, the store
 /// makes the row fit.
 #[tokio::test]
 async fn a_failure_with_an_error_larger_than_a_packet_is_recorded_failed() {
-    let Some(tables) = Tables::create("a_failure_with_an_error_larger_than_a_packet_is_recorded_failed").await else {
-        return;
-    };
-    let store = Arc::new(tables.store().await);
-    let packet = max_allowed_packet(&tables).await;
-    let error_text = format!("{}THE-END", "output line\n".repeat(packet / 12 + 1024));
-    assert!(error_text.len() > packet);
+    let tables = namespace_or_skip!(MysqlHarness);
+    let store = migrated(&tables).await;
+    let (packet, error_text) = more_than_a_packet(&tables, "output line\n").await;
     let config = fleetcron_conformance::support::fast_config();
     let strategy: Arc<dyn SchedulerStrategy> = Arc::new(EngineStrategy::with_config(store.clone(), config));
     let message = error_text.clone();
@@ -92,13 +96,9 @@ async fn a_failure_with_an_error_larger_than_a_packet_is_recorded_failed() {
 /// the end of their error (the most recent output), led by a note saying how much was cut.
 #[tokio::test]
 async fn a_row_larger_than_a_packet_keeps_the_end_of_its_error() {
-    let Some(tables) = Tables::create("a_row_larger_than_a_packet_keeps_the_end_of_its_error").await else {
-        return;
-    };
-    let store = tables.store().await;
-    let packet = max_allowed_packet(&tables).await;
-    let error_text = format!("{}THE-END", "é and more\n".repeat(packet / 12 + 1024));
-    assert!(error_text.len() > packet);
+    let tables = namespace_or_skip!(MysqlHarness);
+    let store = migrated(&tables).await;
+    let (packet, error_text) = more_than_a_packet(&tables, "é and more\n").await;
     let now = store.now().await.expect("now");
     let mut state = new_state("loud", now);
     state.last_run = Some(fleetcron_core::LastRun {

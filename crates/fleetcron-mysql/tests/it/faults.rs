@@ -24,10 +24,8 @@ async fn proxied(options: MysqlOptions) -> (FaultProxy, MysqlStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_in_the_middle_of_a_mutation_times_out_and_commits_nothing() {
-    let Some(tables) = Tables::create("a_stall_in_the_middle_of_a_mutation_times_out_and_commits_nothing").await else {
-        return;
-    };
-    let direct = tables.store().await;
+    let tables = namespace_or_skip!(MysqlHarness);
+    let direct = migrated(&tables).await;
     let (proxy, store) = proxied(quick(tables.options())).await;
     assert_eq!(increment(&store, "t", "w").await.expect("before the stall"), 1);
 
@@ -56,26 +54,23 @@ async fn a_stall_in_the_middle_of_a_mutation_times_out_and_commits_nothing() {
     // row; the late write never commits.
     proxy.resume();
     let freed = eventually(StdDuration::from_secs(10), || async {
-        increment(&direct, "t", "direct").await.is_ok()
+        increment(&*direct, "t", "direct").await.is_ok()
     })
     .await;
     assert!(freed, "the row lock of the abandoned transaction is released");
-    assert_eq!(final_fence(&direct, "t").await, 2);
+    assert_eq!(final_fence(&*direct, "t").await, 2);
     assert_eq!(
         increment(&store, "t", "w")
             .await
             .expect("the proxied store works again"),
         3
     );
-    assert_one_run_per_fence(&direct, "t", 3).await;
+    assert_one_run_per_fence(&*direct, "t", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_vanishes_mid_transaction_holds_its_rows_only_for_the_server_idle_timeout() {
-    let test = "a_worker_that_vanishes_mid_transaction_holds_its_rows_only_for_the_server_idle_timeout";
-    let Some(tables) = Tables::create(test).await else {
-        return;
-    };
+    let tables = namespace_or_skip!(MysqlHarness);
     let direct = tables
         .connect_with(tables.options().with_lock_timeout(StdDuration::from_secs(1)))
         .await;

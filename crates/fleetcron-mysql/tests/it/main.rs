@@ -9,14 +9,14 @@
 //! loud message otherwise.
 
 mod bounded;
-mod concurrency;
 mod faults;
 mod open;
 mod operations;
 
+use fleetcron_conformance::namespace_or_skip;
 pub(crate) use fleetcron_conformance::store_fixtures::*;
 use fleetcron_conformance::store_suite::{
-    clock_offset, url_address, url_via, Capabilities, StoreHarness, StoreNamespace,
+    clock_offset, migrated, url_address, url_via, Capabilities, LockHolder, StoreHarness, StoreNamespace,
 };
 use fleetcron_conformance::BoxedFuture;
 use fleetcron_core::{SharedClock, Store, StoreError};
@@ -26,13 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-mod store_suite {
-    fleetcron_conformance::store_suite!(crate::MysqlHarness);
-}
+fleetcron_conformance::backend_suites!(crate::MysqlHarness);
 
-mod conformance {
-    fleetcron_conformance::conformance_tests!(fleetcron_conformance::store_suite::StoreBackend(crate::MysqlHarness));
-}
+/// MySQL / MariaDB under the suites: a namespace is a table prefix; each store connects its own pool,
+/// its clock the server's plus the namespace clock's offset (fixed while it is open). Polling only.
+pub(crate) struct MysqlHarness;
 
 /// The server tests run against.
 pub(crate) fn server_url() -> String {
@@ -63,21 +61,6 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    /// Fresh tables on the system clock, or `None` (after a loud message) when the server cannot be
-    /// reached and services are not required; a panic when they are.
-    pub(crate) async fn create(test: &str) -> Option<Tables> {
-        fleetcron_conformance::service_policy(server_available().await, test)
-            .then(|| Tables::on(fleetcron_core::clock::system_clock()))
-    }
-
-    fn on(clock: SharedClock) -> Tables {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        Tables {
-            prefix: format!("fc{}_", &id[8..]),
-            clock,
-        }
-    }
-
     /// Options for these tables: a small pool (many tests share one server; MariaDB's default
     /// max_connections is 151), the clock's offset, and time for a 75 MiB batch in a debug build.
     pub(crate) fn options(&self) -> MysqlOptions {
@@ -88,18 +71,9 @@ impl Tables {
             .with_operation_timeout(StdDuration::from_secs(120))
     }
 
-    /// A store on these tables with `options` (whose prefix is replaced by these tables'), not migrated.
+    /// A store with `options` (these tables', changed), not migrated.
     pub(crate) async fn connect_with(&self, options: MysqlOptions) -> MysqlStore {
-        MysqlStore::connect_with(&server_url(), options.with_table_prefix(self.prefix.clone()))
-            .await
-            .expect("connect")
-    }
-
-    /// A migrated store on these tables.
-    pub(crate) async fn store(&self) -> MysqlStore {
-        let store = self.connect_with(self.options()).await;
-        store.migrate().await.expect("migrate");
-        store
+        MysqlStore::connect_with(&server_url(), options).await.expect("connect")
     }
 
     /// A plain connection to the test database, for tests that look at or tamper with the tables.
@@ -157,30 +131,22 @@ impl Drop for Tables {
     }
 }
 
-/// MySQL / MariaDB under the suites: a namespace is a table prefix; each store connects its own pool,
-/// its clock the server's plus the namespace clock's offset (fixed while it is open). Polling only.
-pub(crate) struct MysqlHarness;
-
 impl StoreHarness for MysqlHarness {
-    type Store = MysqlStore;
     type Namespace = Tables;
+    const CAPABILITIES: Capabilities = Capabilities::SERVER;
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            injectable_clock: false,
-            proxy: true,
-            server_transactions: true,
-            reconnects_at_once: true,
-            ..Capabilities::default()
-        }
+    fn upstream(&self) -> Option<SocketAddr> {
+        Some(url_address(&server_url(), 3306))
+    }
+
+    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, Tables> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let prefix = format!("fc{}_", &id[8..]);
+        Box::pin(async move { Tables { prefix, clock } })
     }
 
     fn available(&self) -> BoxedFuture<'_, Result<(), String>> {
         Box::pin(server_available())
-    }
-
-    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, Tables> {
-        Box::pin(async move { Tables::on(clock) })
     }
 }
 
@@ -191,24 +157,28 @@ impl StoreNamespace for Tables {
         Box::pin(async move { Arc::new(self.connect_with(self.options()).await) })
     }
 
-    fn upstream(&self) -> Option<SocketAddr> {
-        Some(url_address(&server_url(), 3306))
+    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<MysqlStore>, StoreError>> {
+        let (url, options) = (url_via(&server_url(), address), quick(self.options()));
+        Box::pin(async move { Ok(Arc::new(MysqlStore::connect_with(&url, options).await?)) })
     }
 
-    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<MysqlStore>, StoreError>> {
-        let options = quick(self.options());
+    /// Another session locks the task's row (`SELECT … FOR UPDATE` in a transaction).
+    fn hold_lock(&self, task_id: &str) -> BoxedFuture<'_, LockHolder> {
+        let statement = format!("SELECT id FROM {}tasks WHERE id = ? FOR UPDATE", self.prefix);
+        let task_id = task_id.to_owned();
         Box::pin(async move {
-            MysqlStore::connect_with(&url_via(&server_url(), address), options)
-                .await
-                .map(Arc::new)
+            let mut holder = self.raw().await;
+            sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+            let locked = sqlx::query(&statement).bind(task_id).fetch_all(&mut holder).await;
+            assert_eq!(locked.expect("lock the row").len(), 1, "the task is stored");
+            Box::new(holder) as LockHolder
         })
     }
 
-    fn schema_from_the_future(&self) -> BoxedFuture<'_, ()> {
-        let version = fleetcron_mysql::SCHEMA_VERSION + 5;
-        let statement =
-            format!("INSERT INTO P_schema (version, description, applied_at) VALUES ({version}, 'future', NOW(3))");
-        Box::pin(async move { self.execute(&statement, None).await })
+    /// InnoDB counts lock waits in whole seconds: one.
+    fn open_impatient(&self) -> BoxedFuture<'_, Arc<MysqlStore>> {
+        let options = self.options().with_lock_timeout(StdDuration::from_secs(1));
+        Box::pin(async move { Arc::new(self.connect_with(options).await) })
     }
 
     fn corrupt_state(&self, task_id: &str) -> BoxedFuture<'_, ()> {
@@ -217,6 +187,13 @@ impl StoreNamespace for Tables {
             self.execute("UPDATE P_tasks SET state = '{not json' WHERE id = ?", Some(task_id))
                 .await
         })
+    }
+
+    fn schema_from_the_future(&self) -> BoxedFuture<'_, ()> {
+        let version = fleetcron_mysql::SCHEMA_VERSION + 5;
+        let statement =
+            format!("INSERT INTO P_schema (version, description, applied_at) VALUES ({version}, 'future', NOW(3))");
+        Box::pin(async move { self.execute(&statement, None).await })
     }
 
     fn label(&self) -> Option<String> {

@@ -6,12 +6,10 @@ use fleetcron_core::TaskState;
 
 #[tokio::test]
 async fn the_idle_poll_is_one_statement_on_the_attention_index() {
-    let Some(tables) = Tables::create("the_idle_poll_is_one_statement_on_the_attention_index").await else {
-        return;
-    };
-    let store = tables.store().await;
+    let tables = namespace_or_skip!(MysqlHarness);
+    let store = migrated(&tables).await;
     for n in 0..50 {
-        put_state(&store, new_state(&format!("idle-{n:02}"), epoch())).await;
+        put_state(&*store, new_state(&format!("idle-{n:02}"), epoch())).await;
     }
     let mut conn = tables.raw().await;
     // The statement MysqlStore::due_for_attention runs (kept in step with src/sql.rs).
@@ -54,11 +52,9 @@ async fn the_idle_poll_is_one_statement_on_the_attention_index() {
 
 #[tokio::test]
 async fn table_prefixes_keep_stores_apart_in_one_database() {
-    let Some(tables) = Tables::create("table_prefixes_keep_stores_apart_in_one_database").await else {
-        return;
-    };
+    let tables = namespace_or_skip!(MysqlHarness);
     let p = tables.prefix.clone();
-    let first = tables.store().await;
+    let first = migrated(&tables).await;
     let other = MysqlStore::connect_with(&format!("{}?table_prefix={p}o_", server_url()), tables.options())
         .await
         .expect("connect with a prefix");
@@ -74,7 +70,7 @@ async fn table_prefixes_keep_stores_apart_in_one_database() {
     by_option.migrate().await.expect("migrate");
     assert_eq!(by_option.table_prefix(), format!("{p}t_"));
 
-    put_state(&first, new_state("only-first", epoch())).await;
+    put_state(&*first, new_state("only-first", epoch())).await;
     put_state(&other, new_state("only-other", epoch())).await;
     let ids = |states: Vec<TaskState>| states.into_iter().map(|s| s.definition.id).collect::<Vec<_>>();
     assert_eq!(ids(first.load(None).await.expect("load").1), ["only-first"]);

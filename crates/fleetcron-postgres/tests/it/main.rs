@@ -7,13 +7,13 @@
 //! When it cannot be reached a test prints `*** SKIPPED` and passes — unless
 //! `FLEETCRON_REQUIRE_SERVICES=1` (as in CI), which makes it fail.
 
-mod concurrency;
 mod open;
 mod operations;
 
+use fleetcron_conformance::namespace_or_skip;
 pub(crate) use fleetcron_conformance::store_fixtures::*;
 use fleetcron_conformance::store_suite::{
-    clock_offset, url_address, url_via, AttentionOrder, Capabilities, ClaimSkipping, StoreHarness, StoreNamespace,
+    clock_offset, migrated, url_address, url_via, Capabilities, ClaimSkipping, LockHolder, StoreHarness, StoreNamespace,
 };
 use fleetcron_conformance::BoxedFuture;
 use fleetcron_core::{SharedClock, Store, StoreError};
@@ -23,13 +23,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-mod store_suite {
-    fleetcron_conformance::store_suite!(crate::PostgresHarness);
-}
+fleetcron_conformance::backend_suites!(crate::PostgresHarness);
 
-mod conformance {
-    fleetcron_conformance::conformance_tests!(fleetcron_conformance::store_suite::StoreBackend(crate::PostgresHarness));
-}
+/// PostgreSQL under the suites: a namespace is a schema; each store connects its own pool, its clock
+/// the server's plus the namespace clock's offset (which it can follow while open).
+pub(crate) struct PostgresHarness;
 
 /// The test server's URL.
 pub(crate) fn server_url() -> String {
@@ -61,35 +59,43 @@ macro_rules! require_server {
     };
 }
 
-/// A schema of its own for one test, dropped (best effort) when this value is dropped.
+/// A schema of its own for one test (a namespace of [`PostgresHarness`]), on a clock; dropped (best
+/// effort) when this value is dropped.
 pub(crate) struct TestSchema {
     pub(crate) name: String,
+    clock: SharedClock,
 }
 
 impl TestSchema {
-    pub(crate) fn new() -> Self {
-        Self {
-            name: format!("fc_t_{}", uuid::Uuid::now_v7().simple()),
-        }
-    }
-
     /// The server URL selecting this schema.
     pub(crate) fn url(&self) -> String {
         with_schema(&server_url(), &self.name)
     }
 
-    /// Options for this schema: a small pool (many tests share the server).
+    /// Options for this schema: a small pool (many tests share the server), the clock's offset, and a
+    /// generous statement timeout (a debug build on a loaded machine encodes a 75 MiB batch slowly).
     pub(crate) fn options(&self) -> PostgresOptions {
         PostgresOptions::default()
             .with_schema(self.name.clone())
             .with_max_connections(4)
+            .with_clock_offset(clock_offset(&*self.clock))
+            .with_statement_timeout(StdDuration::from_secs(120))
     }
 
-    /// A store on this schema with `options` (whose schema is replaced by this one), not migrated.
+    /// A store with `options` (this schema's, changed), not migrated.
     pub(crate) async fn connect_with(&self, options: PostgresOptions) -> PostgresStore {
-        PostgresStore::connect_with(&server_url(), options.with_schema(self.name.clone()))
+        let url = server_url();
+        PostgresStore::connect_with(&url, options)
             .await
             .expect("connect to the test server")
+    }
+
+    /// This schema's options with the short timeouts of the fault cases.
+    fn fault_options(&self) -> PostgresOptions {
+        let second = StdDuration::from_secs(1);
+        self.options()
+            .with_statement_timeout(second)
+            .with_acquire_timeout(second)
     }
 
     /// A store on this schema, not migrated.
@@ -97,11 +103,17 @@ impl TestSchema {
         self.connect_with(self.options()).await
     }
 
-    /// A migrated store on this schema.
-    pub(crate) async fn store(&self) -> PostgresStore {
-        let store = self.connect().await;
-        store.migrate().await.expect("migrate");
-        store
+    /// Runs `statement` (its `SCHEMA` replaced by this schema's name) on a raw connection.
+    async fn execute(&self, statement: &str, bind: Option<String>) {
+        let statement = statement.replace("SCHEMA", &self.name);
+        let mut query = sqlx::query(&statement);
+        if let Some(value) = bind {
+            query = query.bind(value);
+        }
+        query
+            .execute(&mut raw_connection().await)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
     }
 }
 
@@ -145,8 +157,7 @@ pub(crate) async fn raw_connection() -> sqlx::PgConnection {
         .expect("raw connection")
 }
 
-/// The lock keys of the store's documented protocol (FNV-1a), for tests that take a task's lock from
-/// outside.
+/// The lock keys of the store's documented protocol (FNV-1a), to take a task's lock from outside.
 pub(crate) fn fnv1a_32(bytes: &[u8]) -> i32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in bytes {
@@ -156,95 +167,74 @@ pub(crate) fn fnv1a_32(bytes: &[u8]) -> i32 {
     i32::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// PostgreSQL under the suites: a namespace is a schema; each store connects its own pool, its clock
-/// the server's plus the namespace clock's offset (which it can follow while open).
-pub(crate) struct PostgresHarness;
-
-pub(crate) struct SchemaNamespace {
-    schema: TestSchema,
-    clock: SharedClock,
-}
-
 impl StoreHarness for PostgresHarness {
-    type Store = PostgresStore;
-    type Namespace = SchemaNamespace;
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            injectable_clock: false,
-            push: true,
-            claim_skipping: ClaimSkipping::Exact,
-            attention_order: AttentionOrder::ById,
-            proxy: true,
-            server_transactions: true,
-            reconnects_at_once: true,
-            ..Capabilities::default()
-        }
-    }
+    type Namespace = TestSchema;
+    const CAPABILITIES: Capabilities = Capabilities {
+        push: true,
+        claim_skipping: ClaimSkipping::Exact,
+        ..Capabilities::SERVER
+    };
 
     fn available(&self) -> BoxedFuture<'_, Result<(), String>> {
         Box::pin(server_available())
-    }
-
-    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, SchemaNamespace> {
-        Box::pin(async move {
-            SchemaNamespace {
-                schema: TestSchema::new(),
-                clock,
-            }
-        })
-    }
-}
-
-impl SchemaNamespace {
-    /// This schema's options on the namespace clock; a generous statement timeout (a debug build on a
-    /// loaded machine encodes a 75 MiB batch slowly).
-    fn options(&self) -> PostgresOptions {
-        self.schema
-            .options()
-            .with_clock_offset(clock_offset(&*self.clock))
-            .with_statement_timeout(StdDuration::from_secs(120))
-    }
-
-    /// Runs `statement` (its `SCHEMA` replaced by this schema's name) on a raw connection.
-    async fn execute(&self, statement: &str, bind: Option<String>) {
-        let statement = statement.replace("SCHEMA", &self.schema.name);
-        let mut query = sqlx::query(&statement);
-        if let Some(value) = bind {
-            query = query.bind(value);
-        }
-        query
-            .execute(&mut raw_connection().await)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
-}
-
-impl StoreNamespace for SchemaNamespace {
-    type Store = PostgresStore;
-
-    fn open(&self) -> BoxedFuture<'_, Arc<PostgresStore>> {
-        Box::pin(async move { Arc::new(self.schema.connect_with(self.options()).await) })
-    }
-
-    fn follow_clock(&self, store: &PostgresStore) -> bool {
-        store.set_clock_offset(clock_offset(&*self.clock)).is_ok()
     }
 
     fn upstream(&self) -> Option<SocketAddr> {
         Some(url_address(&server_url(), 5432))
     }
 
-    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<PostgresStore>, StoreError>> {
-        let options = self
-            .options()
-            .with_statement_timeout(StdDuration::from_secs(1))
-            .with_acquire_timeout(StdDuration::from_secs(1));
+    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, TestSchema> {
+        let name = format!("fc_t_{}", uuid::Uuid::now_v7().simple());
+        Box::pin(async move { TestSchema { name, clock } })
+    }
+}
+
+impl StoreNamespace for TestSchema {
+    type Store = PostgresStore;
+
+    fn open(&self) -> BoxedFuture<'_, Arc<PostgresStore>> {
+        Box::pin(async move { Arc::new(self.connect().await) })
+    }
+
+    fn open_impatient(&self) -> BoxedFuture<'_, Arc<PostgresStore>> {
+        let options = self.options().with_statement_timeout(StdDuration::from_millis(300));
+        Box::pin(async move { Arc::new(self.connect_with(options).await) })
+    }
+
+    /// Another session takes the task's transaction advisory lock (the documented key).
+    fn hold_lock(&self, task_id: &str) -> BoxedFuture<'_, LockHolder> {
+        let keys = (
+            fnv1a_32(format!("fleetcron:{}", self.name).as_bytes()),
+            fnv1a_32(task_id.as_bytes()),
+        );
         Box::pin(async move {
-            PostgresStore::connect_with(&url_via(&server_url(), address), options)
+            let mut holder = raw_connection().await;
+            sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(keys.0)
+                .bind(keys.1)
+                .execute(&mut holder)
+                .await
+                .expect("lock the task");
+            Box::new(holder) as LockHolder
+        })
+    }
+
+    fn follow_clock(&self, store: &PostgresStore) -> bool {
+        store.set_clock_offset(clock_offset(&*self.clock)).is_ok()
+    }
+
+    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<PostgresStore>, StoreError>> {
+        let url = url_via(&server_url(), address);
+        Box::pin(async move {
+            PostgresStore::connect_with(&url, self.fault_options())
                 .await
                 .map(Arc::new)
         })
+    }
+
+    fn label(&self) -> Option<String> {
+        Some(self.name.clone())
     }
 
     fn schema_from_the_future(&self) -> BoxedFuture<'_, ()> {
@@ -260,9 +250,5 @@ impl StoreNamespace for SchemaNamespace {
             let statement = "UPDATE \"SCHEMA\".fleetcron_tasks SET state = '{\"not\": \"a state\"}' WHERE id = $1";
             self.execute(statement, Some(task_id)).await;
         })
-    }
-
-    fn label(&self) -> Option<String> {
-        Some(self.schema.name.clone())
     }
 }

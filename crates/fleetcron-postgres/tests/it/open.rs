@@ -16,8 +16,7 @@ async fn schema_exists(name: &str) -> bool {
 
 #[tokio::test]
 async fn connecting_does_not_migrate() {
-    require_server!("connecting_does_not_migrate");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = schema.connect().await;
     assert_eq!(store.schema(), schema.name);
     assert_eq!(store.channel(), format!("fleetcron_{}", schema.name));
@@ -33,8 +32,7 @@ async fn connecting_does_not_migrate() {
 
 #[tokio::test]
 async fn the_url_selects_the_schema_and_overrides_the_option() {
-    require_server!("the_url_selects_the_schema_and_overrides_the_option");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = PostgresStore::connect(&schema.url()).await.expect("connect by URL");
     assert_eq!(store.schema(), schema.name);
     store.migrate().await.expect("migrate");
@@ -123,10 +121,20 @@ fn migration_lock_key(schema: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
+/// How many sessions hold the migration lock of `schema`.
+async fn migration_locks_held(conn: &mut sqlx::PgConnection, schema: &str) -> i64 {
+    let key = migration_lock_key(schema);
+    let statement = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+                       AND classid::int8 = $1 AND objid::int8 = $2";
+    let query = sqlx::query_scalar(statement)
+        .bind((key >> 32) & 0xffff_ffff)
+        .bind(key & 0xffff_ffff);
+    query.fetch_one(conn).await.expect("locks")
+}
+
 #[tokio::test]
 async fn migrate_waits_for_the_migration_lock() {
-    require_server!("migrate_waits_for_the_migration_lock");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = schema.connect().await;
     let mut holder = raw_connection().await;
     sqlx::query("SELECT pg_advisory_lock($1)")
@@ -145,52 +153,23 @@ async fn migrate_waits_for_the_migration_lock() {
         .expect("release");
     let store = migrating.await.expect("task").expect("migrates once the lock is free");
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
-    // The migration released its session lock.
-    let key = migration_lock_key(&schema.name);
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
-           AND classid::int8 = $1 AND objid::int8 = $2",
-    )
-    .bind((key >> 32) & 0xffff_ffff)
-    .bind(key & 0xffff_ffff)
-    .fetch_one(&mut holder)
-    .await
-    .expect("locks");
-    assert_eq!(held, 0, "session advisory locks left behind");
+    let held = migration_locks_held(&mut holder, &schema.name).await;
+    assert_eq!(held, 0, "the migration released its session lock");
 }
 
 /// A typo in a parameter is an error naming the accepted ones (it used to fall back silently to the
 /// default schema), and neither it nor a failed connection echoes the password.
 #[tokio::test]
 async fn unknown_parameters_and_unreachable_servers_never_echo_the_password() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    let closed = closed_port();
+    let typo = PostgresStore::connect("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:5432/test?Schema=jobs").await;
+    let accepted = r#"unknown parameter "Schema" in the store URL; accepted: schema, sslmode"#;
+    assert_config_error(typo, accepted, "S3ntinel");
     for url in [
-        "postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:5432/test?Schema=jobs".to_owned(),
         "postgres://u@127.0.0.1:5432/test?schema=jobs&password=S3ntinel".to_owned(),
         "postgres://u:S3ntinel/?#@:@127.0.0.1:5432/test".to_owned(),
+        format!("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test?password=S3ntinel2"),
     ] {
-        match PostgresStore::connect(&url).await {
-            Err(StoreError::Config(message)) => {
-                assert!(!message.contains("S3ntinel"), "{message}");
-                if url.contains("Schema") {
-                    assert!(
-                        message.contains(r#"unknown parameter "Schema" in the store URL; accepted: schema, sslmode"#),
-                        "{message}"
-                    );
-                }
-            }
-            other => panic!("{url}: expected a Config error, got {other:?}"),
-        }
-    }
-    let url = format!("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test?password=S3ntinel2");
-    match PostgresStore::connect(&url).await {
-        Err(error) => {
-            let text = format!("{error} {error:?}");
-            assert!(!text.contains("S3ntinel"), "{text}");
-        }
-        Ok(_) => panic!("a closed port answered"),
+        assert_refused_without(PostgresStore::connect(&url).await, "S3ntinel", &url);
     }
 }

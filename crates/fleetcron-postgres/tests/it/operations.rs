@@ -10,9 +10,8 @@ use serde_json::json;
 #[tokio::test]
 async fn the_idle_poll_reads_the_attention_index_and_is_fast() {
     use sqlx::Row;
-    require_server!("the_idle_poll_reads_the_attention_index_and_is_fast");
-    let schema = TestSchema::new();
-    let store = schema.store().await;
+    let schema = namespace_or_skip!(PostgresHarness);
+    let store = migrated(&schema).await;
     // 5,000 idle tasks and 3 that want attention, registered in one batch.
     let ids: Vec<String> = (0..5_003).map(|n| format!("task-{n:05}")).collect();
     store
@@ -64,9 +63,8 @@ async fn the_idle_poll_reads_the_attention_index_and_is_fast() {
 
 #[tokio::test]
 async fn nul_characters_in_texts_and_results_are_stored_not_refused() {
-    require_server!("nul_characters_in_texts_and_results_are_stored_not_refused");
-    let schema = TestSchema::new();
-    let store = schema.store().await;
+    let schema = namespace_or_skip!(PostgresHarness);
+    let store = migrated(&schema).await;
     let mut record = run("t", "r1", Some(0), 1, RunStatus::Failed);
     record.error = Some("bad\0byte".to_owned());
     record.result = Some(json!({"out": "a\u{0}b"}));
@@ -101,9 +99,8 @@ async fn nul_characters_in_texts_and_results_are_stored_not_refused() {
 
 #[tokio::test]
 async fn an_instant_postgresql_cannot_store_is_refused_not_retried() {
-    require_server!("an_instant_postgresql_cannot_store_is_refused_not_retried");
-    let schema = TestSchema::new();
-    let store = schema.store().await;
+    let schema = namespace_or_skip!(PostgresHarness);
+    let store = migrated(&schema).await;
     for slot in [chrono::DateTime::<Utc>::MIN_UTC, chrono::DateTime::<Utc>::MAX_UTC] {
         let mut record = Some(RunRecord {
             slot: Some(slot),

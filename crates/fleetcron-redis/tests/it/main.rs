@@ -11,9 +11,10 @@ mod isolation;
 mod open;
 mod operations;
 
+use fleetcron_conformance::namespace_or_skip;
 pub(crate) use fleetcron_conformance::store_fixtures::*;
 use fleetcron_conformance::store_suite::{
-    clock_offset, url_address, url_via, AttentionOrder, Capabilities, StoreHarness, StoreNamespace,
+    clock_offset, migrated, url_address, url_via, AttentionOrder, Capabilities, Locks, StoreHarness, StoreNamespace,
 };
 use fleetcron_conformance::BoxedFuture;
 use fleetcron_core::{SharedClock, Store, StoreError};
@@ -22,13 +23,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-mod store_suite {
-    fleetcron_conformance::store_suite!(crate::RedisHarness);
-}
+fleetcron_conformance::backend_suites!(crate::RedisHarness);
 
-mod conformance {
-    fleetcron_conformance::conformance_tests!(fleetcron_conformance::store_suite::StoreBackend(crate::RedisHarness));
-}
+/// Redis under the suites: a namespace is a key prefix; each store connects its own connection
+/// manager, its clock the server's `TIME` plus the namespace clock's offset (which it can follow while
+/// open); optimistic commits, pub/sub wake-ups, the most overdue task first in the idle poll.
+pub(crate) struct RedisHarness;
 
 /// The test server's URL.
 pub(crate) fn redis_url() -> String {
@@ -57,17 +57,6 @@ pub(crate) struct Namespace {
 }
 
 impl Namespace {
-    /// A namespace, or `None` when Redis is unreachable and not required (the test then returns).
-    pub(crate) async fn new(test: &str) -> Option<Self> {
-        fleetcron_conformance::service_policy(server_reachable().await, test)
-            .then(|| Self::on(fleetcron_core::clock::system_clock()))
-    }
-
-    /// A fresh prefix on `clock`.
-    fn on(clock: SharedClock) -> Self {
-        Self::with_prefix(format!("fc_t_{}", uuid::Uuid::now_v7().simple()), clock)
-    }
-
     /// The namespace of `prefix`, on `clock`.
     pub(crate) fn with_prefix(prefix: String, clock: SharedClock) -> Self {
         Self { prefix, clock }
@@ -84,13 +73,6 @@ impl Namespace {
         RedisStore::connect_with(&redis_url(), options)
             .await
             .expect("connect to the test server")
-    }
-
-    /// A new, migrated store on this namespace.
-    pub(crate) async fn store(&self) -> RedisStore {
-        let store = self.open_with(self.options()).await;
-        store.migrate().await.expect("migrate");
-        store
     }
 
     /// A raw connection to the test server, for tests that look at or tamper with keys.
@@ -155,32 +137,29 @@ impl Drop for Namespace {
     }
 }
 
-/// Redis under the suites: a namespace is a key prefix; each store connects its own connection
-/// manager, its clock the server's `TIME` plus the namespace clock's offset (which it can follow while
-/// open); optimistic commits, pub/sub wake-ups, the most overdue task first in the idle poll.
-pub(crate) struct RedisHarness;
-
 impl StoreHarness for RedisHarness {
-    type Store = RedisStore;
     type Namespace = Namespace;
+    const CAPABILITIES: Capabilities = Capabilities {
+        push: true,
+        attention_order: AttentionOrder::MostOverdueFirst,
+        refuses_before_migrate: false,
+        server_transactions: false,
+        reconnects_at_once: false,
+        locks: Locks::None,
+        ..Capabilities::SERVER
+    };
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            injectable_clock: false,
-            push: true,
-            attention_order: AttentionOrder::MostOverdueFirst,
-            refuses_before_migrate: false,
-            proxy: true,
-            ..Capabilities::default()
-        }
+    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, Namespace> {
+        let prefix = format!("fc_t_{}", uuid::Uuid::now_v7().simple());
+        Box::pin(async move { Namespace::with_prefix(prefix, clock) })
     }
 
     fn available(&self) -> BoxedFuture<'_, Result<(), String>> {
         Box::pin(server_reachable())
     }
 
-    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, Namespace> {
-        Box::pin(async move { Namespace::on(clock) })
+    fn upstream(&self) -> Option<SocketAddr> {
+        Some(url_address(&redis_url(), 6379))
     }
 }
 
@@ -196,19 +175,15 @@ impl StoreNamespace for Namespace {
         true
     }
 
-    fn upstream(&self) -> Option<SocketAddr> {
-        Some(url_address(&redis_url(), 6379))
+    fn label(&self) -> Option<String> {
+        Some(self.prefix.clone())
     }
 
-    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<RedisStore>, StoreError>> {
-        let options = self
-            .options()
-            .with_response_timeout(StdDuration::from_millis(600))
-            .with_connection_timeout(StdDuration::from_millis(300));
+    fn corrupt_state(&self, task_id: &str) -> BoxedFuture<'_, ()> {
+        let key = format!("{{{}:{task_id}}}:state", self.prefix);
         Box::pin(async move {
-            RedisStore::connect_with(&url_via(&redis_url(), address), options)
+            self.command(redis::cmd("HSET").arg(key).arg("doc").arg("{not json"))
                 .await
-                .map(Arc::new)
         })
     }
 
@@ -220,15 +195,13 @@ impl StoreNamespace for Namespace {
         })
     }
 
-    fn corrupt_state(&self, task_id: &str) -> BoxedFuture<'_, ()> {
-        let key = format!("{{{}:{task_id}}}:state", self.prefix);
-        Box::pin(async move {
-            self.command(redis::cmd("HSET").arg(key).arg("doc").arg("{not json"))
-                .await
-        })
-    }
-
-    fn label(&self) -> Option<String> {
-        Some(self.prefix.clone())
+    /// Through `address`, a command unanswered for 600 ms (a connection for 300 ms) is `Unavailable`.
+    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<RedisStore>, StoreError>> {
+        let url = url_via(&redis_url(), address);
+        let options = self
+            .options()
+            .with_response_timeout(StdDuration::from_millis(600))
+            .with_connection_timeout(StdDuration::from_millis(300));
+        Box::pin(async move { RedisStore::connect_with(&url, options).await.map(Arc::new) })
     }
 }

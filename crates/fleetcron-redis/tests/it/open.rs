@@ -7,9 +7,7 @@ use std::time::Duration as StdDuration;
 
 #[tokio::test]
 async fn the_prefix_parameter_overrides_the_option_and_is_not_passed_on() {
-    let Some(ns) = Namespace::new("the_prefix_parameter_overrides_the_option_and_is_not_passed_on").await else {
-        return;
-    };
+    let ns = namespace_or_skip!(RedisHarness);
     let url = format!("{}?prefix={}", redis_url(), ns.prefix);
     let store = RedisStore::connect_with(&url, RedisOptions::default().with_key_prefix("ignored"))
         .await
@@ -21,9 +19,9 @@ async fn the_prefix_parameter_overrides_the_option_and_is_not_passed_on() {
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
     put_state(&store, new_state("t", epoch())).await;
     // A store with the namespace's prefix as an option sees the same task.
-    let other = ns.store().await;
+    let other = migrated(&ns).await;
     assert_eq!(
-        state_of(&other, "t").await.map(|s| s.definition.id),
+        state_of(&*other, "t").await.map(|s| s.definition.id),
         Some("t".to_owned())
     );
     assert!(format!("{store:?}").contains(&ns.prefix));
@@ -31,12 +29,7 @@ async fn the_prefix_parameter_overrides_the_option_and_is_not_passed_on() {
 
 #[tokio::test]
 async fn invalid_urls_and_options_are_config_errors() {
-    if Namespace::new("invalid_urls_and_options_are_config_errors")
-        .await
-        .is_none()
-    {
-        return;
-    }
+    let _ns = namespace_or_skip!(RedisHarness);
     for url in [
         "postgres://localhost/test".to_owned(),
         "redis://127.0.0.1:6379?prefix=a%7Bb".to_owned(),
@@ -68,10 +61,8 @@ async fn invalid_urls_and_options_are_config_errors() {
 /// A schema key that is not a number is corrupt data, not an outage to retry.
 #[tokio::test]
 async fn a_schema_key_that_is_not_a_number_is_corrupt() {
-    let Some(ns) = Namespace::new("a_schema_key_that_is_not_a_number_is_corrupt").await else {
-        return;
-    };
-    ns.store().await;
+    let ns = namespace_or_skip!(RedisHarness);
+    migrated(&ns).await;
     ns.command(redis::cmd("SET").arg(format!("{{{}}}:schema", ns.prefix)).arg("banana"))
         .await;
     let result = ns.open_with(ns.options()).await.migrate().await;
@@ -83,29 +74,14 @@ async fn a_schema_key_that_is_not_a_number_is_corrupt() {
 /// unreachable server echoes the password.
 #[tokio::test]
 async fn unknown_parameters_and_failed_logins_never_echo_the_password() {
-    if Namespace::new("unknown_parameters_and_failed_logins_never_echo_the_password")
-        .await
-        .is_none()
-    {
-        return;
-    }
+    let _ns = namespace_or_skip!(RedisHarness);
     let base = redis_url();
     let (_, location) = base.split_once("://").expect("scheme");
     let location = location.rsplit_once('@').map_or(location, |(_, host)| host);
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    match RedisStore::connect(&format!("redis://:S3ntinel%2F%3F%23%40%3A@{location}?Prefix=jobs")).await {
-        Err(StoreError::Config(message)) => {
-            assert!(
-                message.contains(r#"unknown parameter "Prefix" in the store URL; accepted: prefix, protocol"#),
-                "{message}"
-            );
-            assert!(!message.contains("S3ntinel"), "{message}");
-        }
-        other => panic!("expected a Config error, got {other:?}"),
-    }
+    let closed = closed_port();
+    let typo = RedisStore::connect(&format!("redis://:S3ntinel%2F%3F%23%40%3A@{location}?Prefix=jobs")).await;
+    let accepted = r#"unknown parameter "Prefix" in the store URL; accepted: prefix, protocol"#;
+    assert_config_error(typo, accepted, "S3ntinel");
     let options = RedisOptions::default()
         .with_response_timeout(StdDuration::from_millis(1000))
         .with_connection_timeout(StdDuration::from_millis(500));
@@ -115,12 +91,6 @@ async fn unknown_parameters_and_failed_logins_never_echo_the_password() {
         format!("redis://:S3ntinel/?#@:@{location}"),
         format!("redis://:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}"),
     ] {
-        match RedisStore::connect_with(&url, options.clone()).await {
-            Err(error) => {
-                let text = format!("{error} {error:?}");
-                assert!(!text.contains("S3ntinel"), "{text}");
-            }
-            Ok(_) => panic!("{url}: connected"),
-        }
+        assert_refused_without(RedisStore::connect_with(&url, options.clone()).await, "S3ntinel", &url);
     }
 }

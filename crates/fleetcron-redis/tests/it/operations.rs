@@ -7,10 +7,8 @@ use fleetcron_core::{Mutation, RunQuery, RunStatus};
 
 #[tokio::test]
 async fn the_layout_uses_hash_tags_and_no_expiring_keys() {
-    let Some(ns) = Namespace::new("the_layout_uses_hash_tags_and_no_expiring_keys").await else {
-        return;
-    };
-    let store = ns.store().await;
+    let ns = namespace_or_skip!(RedisHarness);
+    let store = migrated(&ns).await;
     assert_eq!(store.key_prefix(), ns.prefix);
     let now = store.now().await.expect("now");
     // A task whose decision writes nothing (`ghost`) gets no key at all.
@@ -23,7 +21,7 @@ async fn the_layout_uses_hash_tags_and_no_expiring_keys() {
         .await
         .expect("mutate");
     insert_runs(
-        &store,
+        &*store,
         "job.1",
         vec![run("job.1", "r1", Some(0), 1, RunStatus::Running)],
     )
@@ -64,15 +62,13 @@ async fn the_layout_uses_hash_tags_and_no_expiring_keys() {
 
 #[tokio::test]
 async fn the_idle_poll_is_one_short_round_trip() {
-    let Some(ns) = Namespace::new("the_idle_poll_is_one_short_round_trip").await else {
-        return;
-    };
-    let store = ns.store().await;
+    let ns = namespace_or_skip!(RedisHarness);
+    let store = migrated(&ns).await;
     let now = store.now().await.expect("now");
     for n in 0..200 {
-        put_state(&store, new_state(&format!("idle-{n:03}"), now)).await;
+        put_state(&*store, new_state(&format!("idle-{n:03}"), now)).await;
     }
-    put_state(&store, state_wanting_attention("due", now, now - Duration::seconds(1))).await;
+    put_state(&*store, state_wanting_attention("due", now, now - Duration::seconds(1))).await;
     let mut times = Vec::new();
     for _ in 0..200 {
         let started = std::time::Instant::now();
@@ -91,10 +87,8 @@ async fn the_idle_poll_is_one_short_round_trip() {
 /// A key of the wrong type is corrupt data, not an outage to retry.
 #[tokio::test]
 async fn a_key_of_the_wrong_type_is_corrupt() {
-    let Some(ns) = Namespace::new("a_key_of_the_wrong_type_is_corrupt").await else {
-        return;
-    };
-    let store = ns.store().await;
+    let ns = namespace_or_skip!(RedisHarness);
+    let store = migrated(&ns).await;
     ns.command(redis::cmd("SET").arg(format!("{{{}:w}}:runs", ns.prefix)).arg("x"))
         .await;
     let result = store.runs("w", &RunQuery::default()).await;

@@ -2,26 +2,24 @@
 //! in parallel. The store suite and the engine-level conformance suite run on [`SqliteHarness`]; the
 //! modules hold what only SQLite has (files, WAL, the busy timeout, a full disk, its query plans).
 
-mod concurrency;
 mod disk_full;
 mod open;
 mod operations;
 
 pub(crate) use fleetcron_conformance::store_fixtures::*;
-use fleetcron_conformance::store_suite::{Capabilities, ClaimSkipping, StoreHarness, StoreNamespace};
+use fleetcron_conformance::store_suite::{Capabilities, ClaimSkipping, LockHolder, StoreHarness, StoreNamespace};
 use fleetcron_conformance::BoxedFuture;
 use fleetcron_core::{SharedClock, Store};
 use fleetcron_sqlite::{SqliteOptions, SqliteStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-mod store_suite {
-    fleetcron_conformance::store_suite!(crate::SqliteHarness);
-}
+fleetcron_conformance::backend_suites!(crate::SqliteHarness);
 
-mod conformance {
-    fleetcron_conformance::conformance_tests!(fleetcron_conformance::store_suite::StoreBackend(crate::SqliteHarness));
-}
+/// SQLite under the suites: a namespace is a database file of its own; each store opens the file (as
+/// another process would) with the namespace's clock injected. Claims skip tasks by whole seconds.
+pub(crate) struct SqliteHarness;
 
 /// A temporary directory and the database path inside it.
 pub(crate) struct TestDb {
@@ -51,28 +49,36 @@ pub(crate) async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
         .expect("raw connection")
 }
 
-/// SQLite under the suites: a namespace is a database file of its own; each store opens the file (as
-/// another process would) with the namespace's clock injected. Claims skip tasks by whole seconds.
-pub(crate) struct SqliteHarness;
-
 pub(crate) struct FileNamespace {
     db: TestDb,
     clock: SharedClock,
 }
 
 impl StoreHarness for SqliteHarness {
-    type Store = SqliteStore;
     type Namespace = FileNamespace;
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            claim_skipping: ClaimSkipping::WholeSeconds,
-            ..Capabilities::default()
-        }
-    }
+    const CAPABILITIES: Capabilities = Capabilities {
+        claim_skipping: ClaimSkipping::WholeSeconds,
+        ..Capabilities::EMBEDDED
+    };
 
     fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, FileNamespace> {
         Box::pin(async move { FileNamespace { db: test_db(), clock } })
+    }
+}
+
+impl FileNamespace {
+    /// A store on the file that waits up to `busy_timeout` for another connection's write lock.
+    fn open_waiting(&self, busy_timeout: Duration) -> BoxedFuture<'_, Arc<SqliteStore>> {
+        let options = SqliteOptions::default()
+            .with_clock(self.clock.clone())
+            .with_busy_timeout(busy_timeout);
+        Box::pin(async move {
+            Arc::new(
+                SqliteStore::open_with(&self.db.path, options)
+                    .await
+                    .expect("open the file"),
+            )
+        })
     }
 }
 
@@ -80,13 +86,19 @@ impl StoreNamespace for FileNamespace {
     type Store = SqliteStore;
 
     fn open(&self) -> BoxedFuture<'_, Arc<SqliteStore>> {
+        self.open_waiting(SqliteOptions::default().busy_timeout)
+    }
+
+    fn open_impatient(&self) -> BoxedFuture<'_, Arc<SqliteStore>> {
+        self.open_waiting(Duration::from_millis(300))
+    }
+
+    /// Another connection takes the file's write lock (`BEGIN IMMEDIATE`): every writer waits.
+    fn hold_lock(&self, _task_id: &str) -> BoxedFuture<'_, LockHolder> {
         Box::pin(async move {
-            let options = SqliteOptions::default().with_clock(self.clock.clone());
-            Arc::new(
-                SqliteStore::open_with(&self.db.path, options)
-                    .await
-                    .expect("open the file"),
-            )
+            let mut conn = raw_connection(&self.db.path).await;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.expect("lock");
+            Box::new(conn) as LockHolder
         })
     }
 
