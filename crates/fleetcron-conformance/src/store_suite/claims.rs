@@ -230,21 +230,29 @@ fn bulky_text(round: u32, row: usize, bytes: usize) -> String {
     text
 }
 
+/// The tasks of [`large_history_rows_round_trip_in_one_batch`]'s batch.
+pub const LARGE_BATCH_ROWS: usize = 300;
+/// The bytes of text in each state document and each history row of that batch.
+pub const LARGE_BATCH_TEXT: usize = 64 * 1024;
+/// The bytes of text that batch writes in one mutation (states and rows).
+pub const LARGE_BATCH_BYTES: usize = 2 * LARGE_BATCH_ROWS * LARGE_BATCH_TEXT;
+
 /// Large history rows in large batches (bounded work per statement): `rows` tasks, each with a state
 /// document whose last run carries a result and an error of `text_bytes / 2` bytes each, and one history
 /// row carrying the same amount, written in ONE mutation (claim-like: new states, new rows), then all
 /// finished again with new texts in ONE mutation (completion-like: updated states, updated rows); every
 /// document and row must read back intact. A store that sends a batch as statements larger than its
-/// server accepts (MySQL's `max_allowed_packet`) fails here. Run with 300 tasks and 128 KiB of text
-/// each: 75 MiB per mutation, more than four times MariaDB's default 16 MiB packet.
+/// server accepts (MySQL's `max_allowed_packet`) fails here. Run with [`LARGE_BATCH_ROWS`] tasks and
+/// [`LARGE_BATCH_TEXT`] bytes of text in each state and each row: [`LARGE_BATCH_BYTES`] per mutation,
+/// more than twice MariaDB's default 16 MiB packet.
 pub async fn large_history_rows_round_trip_in_one_batch<H: StoreHarness>(suite: &Suite<'_, H>) {
     let fresh = suite.fresh(epoch()).await;
     let started = Instant::now();
-    large_rows(&*fresh.store, 300, 128 * 1024)
+    large_rows(&*fresh.store, LARGE_BATCH_ROWS, LARGE_BATCH_TEXT)
         .await
         .unwrap_or_else(|problem| panic!("{problem}"));
     println!(
-        "{}: 2 mutations of 300 rows of 128 KiB took {:?}",
+        "{}: 2 mutations of {LARGE_BATCH_BYTES} bytes took {:?}",
         suite.case,
         started.elapsed()
     );

@@ -1,7 +1,7 @@
 //! Bounded statements: a run whose error text is too large for one packet is still recorded `failed`
 //! (its text cut to fit), never left to be reaped as `abandoned`. (That no statement outgrows
 //! `max_allowed_packet` however many large rows a batch holds is the store suite's
-//! `large_history_rows_round_trip_in_one_batch`: 75 MiB per mutation, over four default packets.)
+//! `large_history_rows_round_trip_in_one_batch`, whose batch is more than two packets here.)
 
 use crate::*;
 use fleetcron_core::{
@@ -17,6 +17,19 @@ async fn max_allowed_packet(tables: &Tables) -> usize {
         .await
         .expect("read max_allowed_packet");
     usize::try_from(bytes).expect("a packet size fits usize")
+}
+
+/// The store suite's large batch (`large_history_rows_round_trip_in_one_batch`) outgrows two of this
+/// server's packets, so it shows that the store cuts its statements to fit.
+#[tokio::test]
+async fn the_suites_large_batch_is_larger_than_two_packets() {
+    let tables = namespace_or_skip!(MysqlHarness);
+    let packet = max_allowed_packet(&tables).await;
+    let batch = fleetcron_conformance::store_suite::LARGE_BATCH_BYTES;
+    assert!(
+        batch > 2 * packet,
+        "{batch} bytes per mutation, max_allowed_packet {packet}"
+    );
 }
 
 /// The server's packet limit, and an error text of `line`s ending `THE-END` that is larger.
