@@ -484,7 +484,8 @@ macro_rules! store_suite {
 macro_rules! namespace_or_skip {
     ($harness:expr) => {{
         fn here() {}
-        let test = ::std::any::type_name_of_val(&here).trim_end_matches("::here");
+        let here = ::std::any::type_name_of_val(&here);
+        let test = here.trim_end_matches("::here").trim_end_matches("::{{closure}}");
         match $crate::store_suite::namespace_for(&$harness, test).await {
             Some(namespace) => namespace,
             None => return,
