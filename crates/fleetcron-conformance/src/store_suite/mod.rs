@@ -15,7 +15,8 @@
 //!
 //! ([`crate::backend_suites!`] expands both suites, each in a module of its own.)
 //!
-//! A case the store lacks the capability for passes after printing `*** SKIPPED … (capability …)`; a
+//! A case the store lacks a capability for passes after printing `*** SKIPPED <case>: the store lacks the
+//! capability …`; a
 //! case whose service cannot be reached fails under `FLEETCRON_REQUIRE_SERVICES=1` (as in CI) and is
 //! skipped loudly otherwise ([`crate::service_policy`]). [`StoreBackend`] turns the same harness into
 //! the engine-level [`crate::Backend`] of [`crate::conformance_tests!`].
