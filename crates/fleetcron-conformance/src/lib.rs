@@ -11,13 +11,19 @@
 //!
 //! The cases are plain async functions in [`cases`], so a custom [`SchedulerStrategy`] can be validated
 //! the same way. Tests run real time with second-granularity schedules; each takes a few seconds.
+//!
+//! Below the engine, [`store_suite`] checks a [`fleetcron_core::Store`] itself: a backend implements
+//! [`store_suite::StoreHarness`] and expands every store case with [`store_suite!`]; the same harness
+//! gives the engine-level [`Backend`] ([`store_suite::StoreBackend`]).
 
 pub mod cases;
 pub mod memory;
 pub use fleetcron_faultproxy as proxy;
-pub mod store_cases;
-pub mod store_fixtures;
+pub mod store_suite;
 pub mod support;
+
+/// The store suite's fixtures under their former name.
+pub use store_suite::fixtures as store_fixtures;
 
 use fleetcron_core::{EngineConfig, SchedulerStrategy, SharedClock};
 pub use futures::future::BoxFuture as BoxedFuture;
@@ -52,7 +58,13 @@ pub trait Backend: Send + Sync + 'static {
 /// The service policy of backend tests: `Ok(true)` to run, `Ok(false)` to skip (after printing why),
 /// and a panic when the service is required (`FLEETCRON_REQUIRE_SERVICES=1`) but unreachable.
 pub async fn service_ready<B: Backend>(backend: &B, test: &str) -> bool {
-    match backend.available().await {
+    service_policy(backend.available().await, test)
+}
+
+/// [`service_ready`] for a service whose reachability is known: true to run; false (after a loud
+/// message) to skip; a panic when `FLEETCRON_REQUIRE_SERVICES=1` and `available` is an error.
+pub fn service_policy(available: Result<(), String>, test: &str) -> bool {
+    match available {
         Ok(()) => true,
         Err(reason) => {
             let required = std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1");

@@ -1,12 +1,13 @@
 //! The in-memory store: one process, many schedulers. For tests, examples and single-process services
-//! that need no persistence. It honours the whole [`Store`] contract, including the unique
-//! `(task_id, slot, attempt)` key, so the conformance suite runs against it.
+//! that need no persistence. It honours the whole [`Store`] contract — a batch commits all or nothing,
+//! the unique `(task_id, slot, attempt)` key and run ids, a monotonic clock in whole milliseconds — so
+//! the conformance suite runs against it and the store suite uses it as the reference store.
 
 use crate::clock::{system_clock, SharedClock};
 use crate::error::StoreError;
 use crate::model::{PrunePlan, RunQuery, RunRecord, RunStatus, TaskState, Timestamp};
 use crate::store::frame::MonotonicClock;
-use crate::store::{Decide, Store};
+use crate::store::{Decide, Mutation, Store};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -16,7 +17,8 @@ use tokio::sync::broadcast;
 struct Inner {
     tasks: BTreeMap<String, TaskState>,
     runs: HashMap<String, Vec<RunRecord>>,
-    slot_keys: HashSet<(String, Timestamp, u32)>,
+    slot_keys: HashSet<SlotKey>,
+    run_ids: HashSet<RunKey>,
 }
 
 /// A store held in this process's memory.
@@ -76,25 +78,21 @@ impl Store for MemoryStore {
     async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError> {
         let mut inner = self.lock()?;
         let now = self.last_now.observe(self.clock.now());
-        for id in ids {
-            let mutation = decide(now, id, inner.tasks.get(id));
-            // Check the unique key before writing anything, so a refused mutation changes nothing.
-            let mut new_keys = HashSet::new();
-            for run in &mutation.insert_runs {
-                if let Some(slot) = run.slot {
-                    let key = (run.task_id.clone(), slot, run.attempt);
-                    if inner.slot_keys.contains(&key) || !new_keys.insert(key) {
-                        return Err(StoreError::Duplicate(format!(
-                            "task {} slot {} attempt {} already has a history row",
-                            run.task_id, slot, run.attempt
-                        )));
-                    }
-                }
-            }
+        // Decide every task of the batch on the states as they were before it...
+        let mutations: Vec<(&String, Mutation)> = ids
+            .iter()
+            .map(|id| (id, decide(now, id, inner.tasks.get(id))))
+            .collect();
+        // ...check every unique key of the whole batch before writing anything, so a refused batch
+        // changes nothing of any of its tasks (all or nothing, as the engine relies on)...
+        let (slot_keys, run_ids) = new_keys(&inner, &mutations)?;
+        // ...and only then write.
+        inner.slot_keys.extend(slot_keys);
+        inner.run_ids.extend(run_ids);
+        for (id, mutation) in mutations {
             if let Some(state) = mutation.state {
                 inner.tasks.insert(id.clone(), state);
             }
-            inner.slot_keys.extend(new_keys);
             let runs = inner.runs.entry(id.clone()).or_default();
             runs.extend(mutation.insert_runs);
             for update in mutation.update_runs {
@@ -160,7 +158,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock()?;
         let cutoff = plan.finished_before;
         let mut removed = Vec::new();
-        for runs in inner.runs.values_mut() {
+        for (task_id, runs) in inner.runs.iter_mut() {
             runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
             let mut kept = 0u32;
             runs.retain(|run| {
@@ -173,7 +171,7 @@ impl Store for MemoryStore {
                     .is_some_and(|(cutoff, finished)| finished < cutoff);
                 let too_many = plan.keep_last.is_some_and(|keep| kept >= keep);
                 if too_old || too_many {
-                    removed.push(run.clone());
+                    removed.push((task_id.clone(), run.clone()));
                     false
                 } else {
                     kept += 1;
@@ -181,10 +179,11 @@ impl Store for MemoryStore {
                 }
             });
         }
-        for run in &removed {
+        for (task_id, run) in &removed {
             if let Some(slot) = run.slot {
                 inner.slot_keys.remove(&(run.task_id.clone(), slot, run.attempt));
             }
+            inner.run_ids.remove(&(task_id.clone(), run.run_id.clone()));
         }
         Ok(removed.len() as u64)
     }
@@ -198,4 +197,49 @@ impl Store for MemoryStore {
         let _ = self.wakeups.send(task_id.to_owned());
         Ok(())
     }
+}
+
+/// `(task_id, slot, attempt)` of a history row with a slot.
+type SlotKey = (String, Timestamp, u32);
+/// `(task id, run id)` of a history row.
+type RunKey = (String, String);
+
+/// The unique keys the batch's new history rows add — `(task_id, slot, attempt)` for rows with a slot,
+/// and `(task, run id)` — or [`StoreError::Duplicate`] when one of them is stored already or appears
+/// twice in the batch.
+fn new_keys(
+    inner: &Inner,
+    mutations: &[(&String, Mutation)],
+) -> Result<(HashSet<SlotKey>, HashSet<RunKey>), StoreError> {
+    let mut slot_keys = HashSet::new();
+    let mut run_ids = HashSet::new();
+    for (id, mutation) in mutations {
+        for run in &mutation.insert_runs {
+            let run_key = ((*id).clone(), run.run_id.clone());
+            if inner.run_ids.contains(&run_key) {
+                return Err(StoreError::Duplicate(format!(
+                    "run id {} already has a history row (memory store)",
+                    run.run_id
+                )));
+            }
+            if !run_ids.insert(run_key) {
+                return Err(StoreError::Duplicate(format!(
+                    "run id {} appears twice in one mutation (memory store)",
+                    run.run_id
+                )));
+            }
+            if let Some(slot) = run.slot {
+                let key = (run.task_id.clone(), slot, run.attempt);
+                if inner.slot_keys.contains(&key) || !slot_keys.insert(key) {
+                    return Err(StoreError::Duplicate(format!(
+                        "task {} slot {} attempt {} already has a history row (memory store)",
+                        run.task_id,
+                        slot.to_rfc3339(),
+                        run.attempt
+                    )));
+                }
+            }
+        }
+    }
+    Ok((slot_keys, run_ids))
 }

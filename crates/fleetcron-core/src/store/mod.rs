@@ -2,22 +2,29 @@
 //! state documents and run history, and changes them atomically with its own clock.
 //!
 //! # Contract
-//! * [`Store::mutate`] is the only way task state changes. For each id it calls `decide` with the
-//!   store's current time and the stored state, and commits the returned [`Mutation`] **atomically per
-//!   task**: the new state document and the history rows land together or not at all, and no other
-//!   mutation of that task interleaves between the read that `decide` saw and the write. A store may
-//!   commit a whole batch in one transaction (SQLite) or compare-and-set each task on a version
-//!   (servers with optimistic concurrency); in the latter case it calls `decide` again for a task whose
-//!   version moved, so `decide` must be a pure function of its arguments.
-//! * The time handed to `decide` is the store's clock, never the worker's. It must not go backwards
-//!   between two mutations of the same store.
+//! * [`Store::mutate`] is the only way task state changes. It calls `decide` for each id with the
+//!   store's current time and the stored state, and commits the returned [`Mutation`]s of **the whole
+//!   batch all or nothing**: every task's new state document, inserted history rows and updated history
+//!   rows land together, or nothing of any task of the batch does. A batch that is refused (a unique
+//!   key, a corrupt document, any error) leaves no trace — not the states of the tasks before the one
+//!   that failed, nor their rows. The engine relies on it: it starts the runs of a claim batch only
+//!   after the batch committed, so a partly committed batch would leave leases that no handler runs.
+//!   No other mutation of a task interleaves between the read that `decide` saw and the write. A store
+//!   may lock the batch's tasks in one transaction (SQL stores) or compare-and-set every task of it on a
+//!   version in one atomic step (optimistic stores); in the latter case it calls `decide` again for a
+//!   task whose version moved, so `decide` must be a pure function of its arguments.
+//! * The time handed to `decide` is the store's clock, never the worker's, in whole milliseconds. It
+//!   must not go backwards between two readings of the same store instance.
 //! * A committed mutation survives a crash of the worker that made it (durability is the backend's:
 //!   SQLite in WAL mode with `synchronous=NORMAL` or stronger).
-//! * Inserting a history row whose `(task_id, slot, attempt)` already exists (slot not null) must fail
-//!   the whole mutation of that task with [`StoreError::Duplicate`]: the last line of defence against a
-//!   duplicate run.
+//! * Inserting a history row whose `(task_id, slot, attempt)` already exists (slot not null), or whose
+//!   run id the task's history already holds (or that the batch inserts twice), fails the whole batch
+//!   with [`StoreError::Duplicate`]: the last line of defence against a duplicate run.
 //! * Errors: [`StoreError::Unavailable`] means "nothing was committed, or it is unknown whether it was;
 //!   retry"; the engine retries with backoff and its decisions are idempotent on the state it reads.
+//!
+//! `fleetcron_conformance::store_suite` checks every clause on every store (`store_suite!`), with
+//! [`crate::MemoryStore`] as the reference.
 
 pub mod frame;
 
@@ -48,7 +55,8 @@ impl Mutation {
 /// The decision function handed to [`Store::mutate`]: `(store_now, task_id, stored_state) -> Mutation`.
 pub type Decide<'a> = dyn FnMut(Timestamp, &str, Option<&TaskState>) -> Mutation + Send + 'a;
 
-/// A backend: task state documents plus run history, changed atomically with the store's clock.
+/// A backend: task state documents plus run history, changed a batch at a time, all or nothing, with the
+/// store's clock.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema to this build's version. Safe when many workers call it at once;
@@ -58,8 +66,8 @@ pub trait Store: Send + Sync + 'static {
     /// The store's clock.
     async fn now(&self) -> Result<Timestamp, StoreError>;
 
-    /// Reads, decides and writes each task atomically (see the module contract). `ids` has no duplicates.
-    /// Returns the store time the decisions were made at.
+    /// Reads, decides and writes the tasks of `ids` as one all-or-nothing batch (see the module
+    /// contract). `ids` has no duplicates. Returns the store time the decisions were made at.
     async fn mutate(&self, ids: &[String], decide: &mut Decide<'_>) -> Result<Timestamp, StoreError>;
 
     /// [`Store::mutate`] for claims: `floors[i]` is the earliest slot `ids[i]` wants claimed. A store may

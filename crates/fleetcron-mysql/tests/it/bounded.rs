@@ -1,14 +1,17 @@
-//! Bounded statements: no statement the store sends exceeds the server's `max_allowed_packet`, however
-//! many large rows a batch holds, and a run whose error text is too large for one packet is still
-//! recorded `failed` (its text cut to fit), never left to be reaped as `abandoned`.
+//! Bounded statements: a run whose error text is too large for one packet is still recorded `failed`
+//! (its text cut to fit), never left to be reaped as `abandoned`. (That no statement outgrows
+//! `max_allowed_packet` however many large rows a batch holds is the store suite's
+//! `large_history_rows_round_trip_in_one_batch`, whose batch is more than two packets here.)
 
 use crate::*;
-use fleetcron_core::{EngineStrategy, RunQuery, ScheduledTask, Scheduler, SchedulerStrategy, TaskError};
+use fleetcron_core::{
+    EngineStrategy, Mutation, RunQuery, RunRecord, RunStatus, ScheduledTask, Scheduler, SchedulerStrategy, TaskError,
+};
 use std::sync::Arc;
 
 /// The server's `max_allowed_packet`, in bytes.
-async fn max_allowed_packet(db: &TestDb) -> usize {
-    let mut conn = db.raw().await;
+async fn max_allowed_packet(tables: &Tables) -> usize {
+    let mut conn = tables.raw().await;
     let bytes: u64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS UNSIGNED)")
         .fetch_one(&mut conn)
         .await
@@ -16,25 +19,25 @@ async fn max_allowed_packet(db: &TestDb) -> usize {
     usize::try_from(bytes).expect("a packet size fits usize")
 }
 
-/// 300 tasks whose state documents and history rows carry 128 KiB of result and error text each:
-/// 75 MiB per mutation, more than four times MariaDB's default 16 MiB packet, written claim-like (new
-/// states, new rows) and completion-like (updated states, updated rows), and read back intact.
+/// The store suite's large batch (`large_history_rows_round_trip_in_one_batch`) outgrows two of this
+/// server's packets, so it shows that the store cuts its statements to fit.
 #[tokio::test]
-async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
-    let Some(db) = TestDb::create("large_history_rows_commit_in_one_batch_and_read_back_intact").await else {
-        return;
-    };
-    // About what fits, not how fast: a debug build on a loaded machine may need more than the default
-    // 10 s for a mutation of 75 MiB.
-    let store = store_with(&db, options().with_operation_timeout(StdDuration::from_secs(120))).await;
-    let packet = max_allowed_packet(&db).await;
+async fn the_suites_large_batch_is_larger_than_two_packets() {
+    let tables = namespace_or_skip!(MysqlHarness);
+    let packet = max_allowed_packet(&tables).await;
+    let batch = fleetcron_conformance::store_suite::LARGE_BATCH_BYTES;
     assert!(
-        300 * 256 * 1024 > 2 * packet,
-        "the test must send more than two packets' worth (max_allowed_packet is {packet})"
+        batch > 2 * packet,
+        "{batch} bytes per mutation, max_allowed_packet {packet}"
     );
-    fleetcron_conformance::store_cases::large_history_rows_round_trip_in_one_batch(&store, 300, 128 * 1024)
-        .await
-        .unwrap_or_else(|problem| panic!("{problem}"));
+}
+
+/// The server's packet limit, and an error text of `line`s ending `THE-END` that is larger.
+async fn more_than_a_packet(tables: &Tables, line: &str) -> (usize, String) {
+    let packet = max_allowed_packet(tables).await;
+    let text = format!("{}THE-END", line.repeat(packet / line.len() + 1024));
+    assert!(text.len() > packet);
+    (packet, text)
 }
 
 /// A handler that fails with an error larger than the server's whole packet limit: the run is recorded
@@ -42,13 +45,9 @@ async fn large_history_rows_commit_in_one_batch_and_read_back_intact() {
 /// makes the row fit.
 #[tokio::test]
 async fn a_failure_with_an_error_larger_than_a_packet_is_recorded_failed() {
-    let Some(db) = TestDb::create("a_failure_with_an_error_larger_than_a_packet_is_recorded_failed").await else {
-        return;
-    };
-    let store = Arc::new(store(&db).await);
-    let packet = max_allowed_packet(&db).await;
-    let error_text = format!("{}THE-END", "output line\n".repeat(packet / 12 + 1024));
-    assert!(error_text.len() > packet);
+    let tables = namespace_or_skip!(MysqlHarness);
+    let store = migrated(&tables).await;
+    let (packet, error_text) = more_than_a_packet(&tables, "output line\n").await;
     let config = fleetcron_conformance::support::fast_config();
     let strategy: Arc<dyn SchedulerStrategy> = Arc::new(EngineStrategy::with_config(store.clone(), config));
     let message = error_text.clone();
@@ -110,13 +109,9 @@ async fn a_failure_with_an_error_larger_than_a_packet_is_recorded_failed() {
 /// the end of their error (the most recent output), led by a note saying how much was cut.
 #[tokio::test]
 async fn a_row_larger_than_a_packet_keeps_the_end_of_its_error() {
-    let Some(db) = TestDb::create("a_row_larger_than_a_packet_keeps_the_end_of_its_error").await else {
-        return;
-    };
-    let store = store(&db).await;
-    let packet = max_allowed_packet(&db).await;
-    let error_text = format!("{}THE-END", "é and more\n".repeat(packet / 12 + 1024));
-    assert!(error_text.len() > packet);
+    let tables = namespace_or_skip!(MysqlHarness);
+    let store = migrated(&tables).await;
+    let (packet, error_text) = more_than_a_packet(&tables, "é and more\n").await;
     let now = store.now().await.expect("now");
     let mut state = new_state("loud", now);
     state.last_run = Some(fleetcron_core::LastRun {

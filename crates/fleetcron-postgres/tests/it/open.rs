@@ -1,4 +1,5 @@
-//! Connecting: URLs, schemas, options, unreachable servers, schema versions and migration races.
+//! Connecting: URLs, schemas, options, credentials; the migration lock. Schema versions, concurrent
+//! migrations and unreachable servers are cases of the store suite.
 
 use crate::*;
 use fleetcron_core::StoreError;
@@ -15,8 +16,7 @@ async fn schema_exists(name: &str) -> bool {
 
 #[tokio::test]
 async fn connecting_does_not_migrate() {
-    require_server!("connecting_does_not_migrate");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = schema.connect().await;
     assert_eq!(store.schema(), schema.name);
     assert_eq!(store.channel(), format!("fleetcron_{}", schema.name));
@@ -32,8 +32,7 @@ async fn connecting_does_not_migrate() {
 
 #[tokio::test]
 async fn the_url_selects_the_schema_and_overrides_the_option() {
-    require_server!("the_url_selects_the_schema_and_overrides_the_option");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = PostgresStore::connect(&schema.url()).await.expect("connect by URL");
     assert_eq!(store.schema(), schema.name);
     store.migrate().await.expect("migrate");
@@ -74,7 +73,7 @@ async fn invalid_urls_schemas_and_options_are_config_errors() {
         PostgresOptions::default().with_schema(""),
         PostgresOptions::default().with_statement_timeout(std::time::Duration::ZERO),
         PostgresOptions::default().with_acquire_timeout(std::time::Duration::from_secs(u64::MAX / 4)),
-        PostgresOptions::default().with_clock_offset(Duration::days(365 * 200)),
+        PostgresOptions::default().with_clock_offset(chrono::Duration::days(365 * 200)),
     ] {
         let result = PostgresStore::connect_with(&server_url(), options.clone()).await;
         assert!(matches!(result, Err(StoreError::Config(_))), "{options:?}: {result:?}");
@@ -94,20 +93,8 @@ async fn a_long_schema_name_gets_a_hashed_channel() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_unavailable_and_bad_credentials_are_config() {
-    require_server!("an_unreachable_server_is_unavailable_and_bad_credentials_are_config");
-    // Nothing listens on port 1.
-    let started = std::time::Instant::now();
-    let options = PostgresOptions::default().with_acquire_timeout(std::time::Duration::from_secs(2));
-    match PostgresStore::connect_with("postgres://postgres@127.0.0.1:1/test", options).await {
-        Err(error @ StoreError::Unavailable(_)) => {
-            assert!(error.is_transient());
-            assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
-        }
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
-
+async fn missing_databases_and_roles_are_config_errors() {
+    require_server!("missing_databases_and_roles_are_config_errors");
     let base = server_url();
     let (head, _) = base.rsplit_once('/').expect("the URL names a database");
     let missing_database = format!("{head}/fleetcron_no_such_database");
@@ -124,80 +111,6 @@ async fn an_unreachable_server_is_unavailable_and_bad_credentials_are_config() {
     }
 }
 
-#[tokio::test]
-async fn a_schema_newer_than_this_build_is_refused() {
-    require_server!("a_schema_newer_than_this_build_is_refused");
-    let schema = TestSchema::new();
-    let store = schema.store().await;
-    let mut conn = raw_connection().await;
-    sqlx::query(&format!(
-        "INSERT INTO \"{}\".fleetcron_schema (version, description) VALUES ($1, 'from the future')",
-        schema.name
-    ))
-    .bind(i32::try_from(SCHEMA_VERSION + 5).expect("small"))
-    .execute(&mut conn)
-    .await
-    .expect("bump the version");
-    for store in [store, schema.connect().await] {
-        match store.migrate().await {
-            Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!(found, SCHEMA_VERSION + 5);
-                assert_eq!(supported, SCHEMA_VERSION);
-            }
-            other => panic!("expected SchemaTooNew, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_stores_migrate_a_fresh_schema_at_once() {
-    require_server!("eight_stores_migrate_a_fresh_schema_at_once");
-    let schema = TestSchema::new();
-    let mut stores = Vec::new();
-    for _ in 0..8 {
-        stores.push(Arc::new(schema.connect().await));
-    }
-    let migrating: Vec<_> = stores
-        .iter()
-        .map(|store| {
-            let store = Arc::clone(store);
-            tokio::spawn(async move { store.migrate().await })
-        })
-        .collect();
-    for handle in migrating {
-        handle.await.expect("task").expect("every concurrent migrate succeeds");
-    }
-    for store in &stores {
-        assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
-    }
-    let mut conn = raw_connection().await;
-    let versions: Vec<i32> = sqlx::query_scalar(&format!(
-        "SELECT version FROM \"{}\".fleetcron_schema ORDER BY version",
-        schema.name
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .expect("versions");
-    assert_eq!(
-        versions.into_iter().map(i64::from).collect::<Vec<_>>(),
-        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
-        "each migration applied once"
-    );
-    // No migration lock is left behind.
-    let key = migration_lock_key(&schema.name);
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
-           AND classid::int8 = $1 AND objid::int8 = $2",
-    )
-    .bind((key >> 32) & 0xffff_ffff)
-    .bind(key & 0xffff_ffff)
-    .fetch_one(&mut conn)
-    .await
-    .expect("locks");
-    assert_eq!(held, 0, "session advisory locks left behind");
-    increment(stores[7].as_ref(), "t", "w").await.expect("the schema works");
-}
-
 /// The documented migration-lock key: FNV-1a-64 of `fleetcron:migrate:<schema>`.
 fn migration_lock_key(schema: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -208,10 +121,20 @@ fn migration_lock_key(schema: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
+/// How many sessions hold the migration lock of `schema`.
+async fn migration_locks_held(conn: &mut sqlx::PgConnection, schema: &str) -> i64 {
+    let key = migration_lock_key(schema);
+    let statement = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+                       AND classid::int8 = $1 AND objid::int8 = $2";
+    let query = sqlx::query_scalar(statement)
+        .bind((key >> 32) & 0xffff_ffff)
+        .bind(key & 0xffff_ffff);
+    query.fetch_one(conn).await.expect("locks")
+}
+
 #[tokio::test]
 async fn migrate_waits_for_the_migration_lock() {
-    require_server!("migrate_waits_for_the_migration_lock");
-    let schema = TestSchema::new();
+    let schema = namespace_or_skip!(PostgresHarness);
     let store = schema.connect().await;
     let mut holder = raw_connection().await;
     sqlx::query("SELECT pg_advisory_lock($1)")
@@ -230,40 +153,23 @@ async fn migrate_waits_for_the_migration_lock() {
         .expect("release");
     let store = migrating.await.expect("task").expect("migrates once the lock is free");
     assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let held = migration_locks_held(&mut holder, &schema.name).await;
+    assert_eq!(held, 0, "the migration released its session lock");
 }
 
 /// A typo in a parameter is an error naming the accepted ones (it used to fall back silently to the
 /// default schema), and neither it nor a failed connection echoes the password.
 #[tokio::test]
 async fn unknown_parameters_and_unreachable_servers_never_echo_the_password() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    let closed = closed_port();
+    let typo = PostgresStore::connect("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:5432/test?Schema=jobs").await;
+    let accepted = r#"unknown parameter "Schema" in the store URL; accepted: schema, sslmode"#;
+    assert_config_error(typo, accepted, "S3ntinel");
     for url in [
-        "postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:5432/test?Schema=jobs".to_owned(),
         "postgres://u@127.0.0.1:5432/test?schema=jobs&password=S3ntinel".to_owned(),
         "postgres://u:S3ntinel/?#@:@127.0.0.1:5432/test".to_owned(),
+        format!("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test?password=S3ntinel2"),
     ] {
-        match PostgresStore::connect(&url).await {
-            Err(StoreError::Config(message)) => {
-                assert!(!message.contains("S3ntinel"), "{message}");
-                if url.contains("Schema") {
-                    assert!(
-                        message.contains(r#"unknown parameter "Schema" in the store URL; accepted: schema, sslmode"#),
-                        "{message}"
-                    );
-                }
-            }
-            other => panic!("{url}: expected a Config error, got {other:?}"),
-        }
-    }
-    let url = format!("postgres://u:S3ntinel%2F%3F%23%40%3A@127.0.0.1:{closed}/test?password=S3ntinel2");
-    match PostgresStore::connect(&url).await {
-        Err(error) => {
-            let text = format!("{error} {error:?}");
-            assert!(!text.contains("S3ntinel"), "{text}");
-        }
-        Ok(_) => panic!("a closed port answered"),
+        assert_refused_without(PostgresStore::connect(&url).await, "S3ntinel", &url);
     }
 }

@@ -1,32 +1,38 @@
 //! Integration tests of the Redis store. Each test works under its own key prefix `fc_t_<random>`
-//! (deleted when the test ends, best effort), so they run in parallel on one server.
+//! (its keys deleted when the test ends, best effort), so they run in parallel on one server. The
+//! store suite and the engine-level conformance suite run on [`RedisHarness`]; the modules hold what
+//! only Redis has (its key layout, prefixes as namespaces, URLs, its scripts' answers).
 //!
 //! The server is `FLEETCRON_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). When it cannot be
 //! reached a test prints a loud `*** SKIPPED` and passes, unless `FLEETCRON_REQUIRE_SERVICES=1` (as in
 //! CI), which makes it fail.
 
-mod concurrency;
-mod conformance;
-mod faults;
 mod isolation;
 mod open;
 mod operations;
-mod push;
 
-use chrono::{Duration, Utc};
+use fleetcron_conformance::namespace_or_skip;
 pub(crate) use fleetcron_conformance::store_fixtures::*;
-use fleetcron_core::{Mutation, RunRecord, RunStatus, RunUpdate, Store, TaskState, Timestamp};
+use fleetcron_conformance::store_suite::{
+    clock_offset, migrated, url_address, url_via, AttentionOrder, Capabilities, Locks, StoreHarness, StoreNamespace,
+};
+use fleetcron_conformance::BoxedFuture;
+use fleetcron_core::{SharedClock, Store, StoreError};
 use fleetcron_redis::{RedisOptions, RedisStore};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+fleetcron_conformance::backend_suites!(crate::RedisHarness);
+
+/// Redis under the suites: a namespace is a key prefix; each store connects its own connection
+/// manager, its clock the server's `TIME` plus the namespace clock's offset (which it can follow while
+/// open); optimistic commits, pub/sub wake-ups, the most overdue task first in the idle poll.
+pub(crate) struct RedisHarness;
 
 /// The test server's URL.
 pub(crate) fn redis_url() -> String {
     std::env::var("FLEETCRON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A fresh prefix `fc_t_<random>`.
-pub(crate) fn random_prefix() -> String {
-    format!("fc_t_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Whether the test server answers a PING within two seconds.
@@ -37,63 +43,36 @@ pub(crate) async fn server_reachable() -> Result<(), String> {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+    match tokio::time::timeout(StdDuration::from_secs(2), ping).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("{url}: {error}")),
         Err(_) => Err(format!("{url}: no answer within 2 s")),
     }
 }
 
-/// The service policy: true to run; false (after a loud message) to skip; a panic when the service is
-/// required (`FLEETCRON_REQUIRE_SERVICES=1`) but unreachable.
-pub(crate) async fn redis_ready(test: &str) -> bool {
-    match server_reachable().await {
-        Ok(()) => true,
-        Err(reason) => {
-            if std::env::var("FLEETCRON_REQUIRE_SERVICES").is_ok_and(|value| value == "1") {
-                panic!("{test}: Redis is required (FLEETCRON_REQUIRE_SERVICES=1) but unreachable: {reason}");
-            }
-            eprintln!("\n*** SKIPPED {test}: Redis is unreachable: {reason}");
-            eprintln!("*** (set FLEETCRON_REQUIRE_SERVICES=1 to make this a failure, as CI does)\n");
-            false
-        }
-    }
-}
-
-/// One test's key prefix; its keys are deleted when it is dropped.
+/// One test's key prefix, on a clock; its keys are deleted when it is dropped.
 pub(crate) struct Namespace {
     pub(crate) prefix: String,
+    clock: SharedClock,
 }
 
 impl Namespace {
-    /// A namespace, or `None` when Redis is unreachable and not required (the test then returns).
-    pub(crate) async fn new(test: &str) -> Option<Self> {
-        redis_ready(test).await.then(|| Self {
-            prefix: random_prefix(),
-        })
+    /// The namespace of `prefix`, on `clock`.
+    pub(crate) fn with_prefix(prefix: String, clock: SharedClock) -> Self {
+        Self { prefix, clock }
     }
 
     pub(crate) fn options(&self) -> RedisOptions {
-        RedisOptions::default().with_key_prefix(self.prefix.clone())
+        RedisOptions::default()
+            .with_key_prefix(self.prefix.clone())
+            .with_clock_offset(clock_offset(&*self.clock))
     }
 
-    /// A new store (another worker) on this namespace, not migrated.
+    /// A new store (another worker) on this namespace with `options`, not migrated.
     pub(crate) async fn open_with(&self, options: RedisOptions) -> RedisStore {
         RedisStore::connect_with(&redis_url(), options)
             .await
             .expect("connect to the test server")
-    }
-
-    /// A new, migrated store on this namespace.
-    pub(crate) async fn store(&self) -> RedisStore {
-        self.store_with(self.options()).await
-    }
-
-    /// A new, migrated store on this namespace with `options`.
-    pub(crate) async fn store_with(&self, options: RedisOptions) -> RedisStore {
-        let store = self.open_with(options).await;
-        store.migrate().await.expect("migrate");
-        store
     }
 
     /// A raw connection to the test server, for tests that look at or tamper with keys.
@@ -105,12 +84,16 @@ impl Namespace {
             .expect("raw connection")
     }
 
+    /// Runs a command on a raw connection.
+    pub(crate) async fn command(&self, command: &mut redis::Cmd) {
+        let _: redis::Value = command.query_async(&mut self.raw().await).await.expect("command");
+    }
+
     /// Every key under the prefix, sorted.
     pub(crate) async fn keys(&self) -> Vec<String> {
-        let mut conn = self.raw().await;
         let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{{{}[}}:]*", self.prefix))
-            .query_async(&mut conn)
+            .query_async(&mut self.raw().await)
             .await
             .expect("KEYS");
         keys.sort();
@@ -126,7 +109,7 @@ impl Drop for Namespace {
             let Ok(client) = redis::Client::open(redis_url().as_str()) else {
                 return;
             };
-            let Ok(mut conn) = client.get_connection_with_timeout(std::time::Duration::from_secs(2)) else {
+            let Ok(mut conn) = client.get_connection_with_timeout(StdDuration::from_secs(2)) else {
                 return;
             };
             let mut cursor = 0u64;
@@ -154,11 +137,71 @@ impl Drop for Namespace {
     }
 }
 
-/// The stored state of `id`, if any.
-pub(crate) async fn state_of<S: Store>(store: &S, id: &str) -> Option<TaskState> {
-    let (_, states) = store.load(Some(&[id.to_owned()])).await.expect("load");
-    states.into_iter().next()
+impl StoreHarness for RedisHarness {
+    type Namespace = Namespace;
+    const CAPABILITIES: Capabilities = Capabilities {
+        push: true,
+        attention_order: AttentionOrder::MostOverdueFirst,
+        refuses_before_migrate: false,
+        server_transactions: false,
+        reconnects_at_once: false,
+        locks: Locks::None,
+        ..Capabilities::SERVER
+    };
+
+    fn namespace(&self, clock: SharedClock) -> BoxedFuture<'_, Namespace> {
+        let prefix = format!("fc_t_{}", uuid::Uuid::now_v7().simple());
+        Box::pin(async move { Namespace::with_prefix(prefix, clock) })
+    }
+
+    fn available(&self) -> BoxedFuture<'_, Result<(), String>> {
+        Box::pin(server_reachable())
+    }
+
+    fn upstream(&self) -> Option<SocketAddr> {
+        Some(url_address(&redis_url(), 6379))
+    }
 }
 
-/// Shared handle used by tests that spawn.
-pub(crate) type Shared = Arc<RedisStore>;
+impl StoreNamespace for Namespace {
+    type Store = RedisStore;
+
+    fn open(&self) -> BoxedFuture<'_, Arc<RedisStore>> {
+        Box::pin(async move { Arc::new(self.open_with(self.options()).await) })
+    }
+
+    fn follow_clock(&self, store: &RedisStore) -> bool {
+        store.set_clock_offset(clock_offset(&*self.clock));
+        true
+    }
+
+    fn label(&self) -> Option<String> {
+        Some(self.prefix.clone())
+    }
+
+    fn corrupt_state(&self, task_id: &str) -> BoxedFuture<'_, ()> {
+        let key = format!("{{{}:{task_id}}}:state", self.prefix);
+        Box::pin(async move {
+            self.command(redis::cmd("HSET").arg(key).arg("doc").arg("{not json"))
+                .await
+        })
+    }
+
+    fn schema_from_the_future(&self) -> BoxedFuture<'_, ()> {
+        let key = format!("{{{}}}:schema", self.prefix);
+        Box::pin(async move {
+            self.command(redis::cmd("SET").arg(key).arg(fleetcron_redis::SCHEMA_VERSION + 5))
+                .await
+        })
+    }
+
+    /// Through `address`, a command unanswered for 600 ms (a connection for 300 ms) is `Unavailable`.
+    fn open_via(&self, address: SocketAddr) -> BoxedFuture<'_, Result<Arc<RedisStore>, StoreError>> {
+        let url = url_via(&redis_url(), address);
+        let options = self
+            .options()
+            .with_response_timeout(StdDuration::from_millis(600))
+            .with_connection_timeout(StdDuration::from_millis(300));
+        Box::pin(async move { RedisStore::connect_with(&url, options).await.map(Arc::new) })
+    }
+}

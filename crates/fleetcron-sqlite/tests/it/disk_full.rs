@@ -7,7 +7,7 @@
 //! `FLEETCRON_TEST_DISK_FULL=fsize` forces that fallback.
 
 use crate::*;
-use fleetcron_core::{PrunePlan, RunQuery, StoreError};
+use fleetcron_core::{PrunePlan, RunQuery, RunRecord, RunStatus, StoreError};
 use serde_json::json;
 use std::io::Write;
 use std::process::Command;

@@ -1,4 +1,5 @@
-//! Opening: URLs, bad paths, schema versions.
+//! Opening: URLs, bad paths, options. Schema versions and concurrent migrations are cases of the store
+//! suite.
 
 use crate::*;
 use fleetcron_core::StoreError;
@@ -104,63 +105,4 @@ async fn invalid_options_are_config_errors() {
         let result = SqliteStore::open_with(&db.path, options).await;
         assert!(matches!(result, Err(StoreError::Config(_))), "{result:?}");
     }
-}
-
-#[tokio::test]
-async fn a_schema_newer_than_this_build_is_refused() {
-    let db = test_db();
-    let store = store(&db.path).await;
-    let mut conn = raw_connection(&db.path).await;
-    sqlx::query("INSERT INTO fleetcron_schema (version, applied_at) VALUES (?1, 0)")
-        .bind(SCHEMA_VERSION + 5)
-        .execute(&mut conn)
-        .await
-        .expect("bump the version");
-    for store in [store, SqliteStore::open(&db.path).await.expect("open")] {
-        match store.migrate().await {
-            Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!(found, SCHEMA_VERSION + 5);
-                assert_eq!(supported, SCHEMA_VERSION);
-            }
-            other => panic!("expected SchemaTooNew, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_stores_migrate_one_file_at_once() {
-    let db = test_db();
-    // Open concurrently (the first ones race to create the file and switch it to WAL)...
-    let opening: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(SqliteStore::open(db.path.clone())))
-        .collect();
-    let mut stores = Vec::new();
-    for handle in opening {
-        stores.push(Arc::new(handle.await.expect("task").expect("open concurrently")));
-    }
-    // ...then migrate concurrently.
-    let migrating: Vec<_> = stores
-        .iter()
-        .map(|store| {
-            let store = Arc::clone(store);
-            tokio::spawn(async move { store.migrate().await })
-        })
-        .collect();
-    for handle in migrating {
-        handle.await.expect("task").expect("every concurrent migrate succeeds");
-    }
-    for store in &stores {
-        assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
-    }
-    let mut conn = raw_connection(&db.path).await;
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM fleetcron_schema ORDER BY version")
-        .fetch_all(&mut conn)
-        .await
-        .expect("versions");
-    assert_eq!(
-        versions,
-        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
-        "each migration applied once"
-    );
-    increment(stores[7].as_ref(), "t", "w").await.expect("the schema works");
 }

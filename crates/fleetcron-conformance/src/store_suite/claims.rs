@@ -1,8 +1,13 @@
-//! Store-level cases: contracts of the [`Store`] trait itself, run by each store crate on its own store
-//! (the engine-level suite in [`crate::cases`] cannot see which rows a store reads).
+//! Claims: which tasks a claim may skip, and bounded work per batch however large its rows or long
+//! its gap.
 
-use fleetcron_core::{Mutation, Store, TaskDefinition, TaskState, Timestamp};
+use super::fixtures::*;
+use super::{ClaimSkipping, StoreHarness, Suite};
+use fleetcron_core::{
+    Mutation, RunKind, RunLease, RunQuery, RunStatus, Store, StoreError, TaskDefinition, TaskState, Timestamp,
+};
 use std::collections::BTreeSet;
+use std::time::{Duration as StdDuration, Instant};
 
 fn at(ms: i64) -> Timestamp {
     // 2030-01-01T00:00:00Z plus `ms`.
@@ -23,10 +28,25 @@ fn state(id: &str, high_water: Timestamp) -> TaskState {
 
 /// [`Store::mutate_claims`] may leave out a task only when its high-water mark is at or after the
 /// floor given for it; every other id (including one not stored) must reach `decide`, exactly once.
-/// Checked on marks and floors on and off whole seconds. Returns the sorted ids left out in the first
-/// call, where exactly `acc` (mark = floor) and `past` (mark a second past the floor) are eligible, so a
-/// store that implements the shortcut can assert it took it.
-pub async fn claims_leave_out_only_accounted_tasks(store: &dyn Store) -> Result<Vec<String>, String> {
+/// Checked on marks and floors on and off whole seconds. A store that skips claims leaves out exactly
+/// what its [`ClaimSkipping`] says: `acc` (mark = floor) and `past` (mark a second past the floor), and
+/// `frac` (mark 0.3 s past a fractional floor) only when it compares exactly.
+pub async fn claims_leave_out_only_accounted_tasks<H: StoreHarness>(suite: &Suite<'_, H>) {
+    let fresh = suite.fresh(epoch()).await;
+    let left_out = left_out_by(&*fresh.store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    let expected: &[&str] = match suite.capabilities.claim_skipping {
+        ClaimSkipping::None => &[],
+        ClaimSkipping::WholeSeconds => &["acc", "past"],
+        ClaimSkipping::Exact => &["acc", "frac", "past"],
+    };
+    assert_eq!(left_out, expected, "the tasks left out of the claim");
+}
+
+/// The sorted ids [`Store::mutate_claims`] leaves out in the first of two rounds (see
+/// [`claims_leave_out_only_accounted_tasks`]), or what went wrong.
+async fn left_out_by<S: Store + ?Sized>(store: &S) -> Result<Vec<String>, String> {
     store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
     let marks = [
         ("acc", at(10_000)),
@@ -109,10 +129,22 @@ pub async fn claims_leave_out_only_accounted_tasks(store: &dyn Store) -> Result<
 /// Enabling a per-second task that was disabled for 30 days accounts for all 2,592,000 slots as
 /// skipped (`disabled`) in bounded work: one range row, one transaction, well under a second — never a
 /// row per slot (which on a server hits the statement timeout on every retry, so the task could never
-/// be enabled again). Returns how long the enabling mutation took.
-pub async fn enabling_after_a_long_disable_is_bounded(store: &dyn Store) -> Result<std::time::Duration, String> {
+/// be enabled again).
+pub async fn enabling_after_a_long_disable_is_bounded<H: StoreHarness>(suite: &Suite<'_, H>) {
+    let fresh = suite.fresh(epoch()).await;
+    let elapsed = enable_after_thirty_days(&*fresh.store)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!("{}: enabling after 30 days disabled took {elapsed:?}", suite.case);
+    assert!(
+        elapsed < StdDuration::from_secs(5),
+        "{elapsed:?}: bounded work, one row"
+    );
+}
+
+/// Enables a per-second task disabled for 30 days; returns how long the enabling mutation took.
+async fn enable_after_thirty_days<S: Store + ?Sized>(store: &S) -> Result<StdDuration, String> {
     use fleetcron_core::decide::{DecideConfig, Decision, REASON_DISABLED};
-    use fleetcron_core::{RunQuery, RunStatus};
     store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
     let now = store.now().await.map_err(|error| format!("now: {error}"))?;
     let thirty_days = chrono::Duration::days(30);
@@ -198,18 +230,37 @@ fn bulky_text(round: u32, row: usize, bytes: usize) -> String {
     text
 }
 
+/// The tasks of [`large_history_rows_round_trip_in_one_batch`]'s batch.
+pub const LARGE_BATCH_ROWS: usize = 300;
+/// The bytes of text in each state document and each history row of that batch.
+pub const LARGE_BATCH_TEXT: usize = 64 * 1024;
+/// The bytes of text that batch writes in one mutation (states and rows).
+pub const LARGE_BATCH_BYTES: usize = 2 * LARGE_BATCH_ROWS * LARGE_BATCH_TEXT;
+
 /// Large history rows in large batches (bounded work per statement): `rows` tasks, each with a state
 /// document whose last run carries a result and an error of `text_bytes / 2` bytes each, and one history
 /// row carrying the same amount, written in ONE mutation (claim-like: new states, new rows), then all
 /// finished again with new texts in ONE mutation (completion-like: updated states, updated rows); every
 /// document and row must read back intact. A store that sends a batch as statements larger than its
-/// server accepts (MySQL's `max_allowed_packet`) fails here.
-pub async fn large_history_rows_round_trip_in_one_batch(
-    store: &dyn Store,
-    rows: usize,
-    text_bytes: usize,
-) -> Result<(), String> {
-    use fleetcron_core::{LastRun, RunQuery, RunRecord, RunStatus, RunUpdate};
+/// server accepts (MySQL's `max_allowed_packet`) fails here. Run with [`LARGE_BATCH_ROWS`] tasks and
+/// [`LARGE_BATCH_TEXT`] bytes of text in each state and each row: [`LARGE_BATCH_BYTES`] per mutation,
+/// more than twice MariaDB's default 16 MiB packet.
+pub async fn large_history_rows_round_trip_in_one_batch<H: StoreHarness>(suite: &Suite<'_, H>) {
+    let fresh = suite.fresh(epoch()).await;
+    let started = Instant::now();
+    large_rows(&*fresh.store, LARGE_BATCH_ROWS, LARGE_BATCH_TEXT)
+        .await
+        .unwrap_or_else(|problem| panic!("{problem}"));
+    println!(
+        "{}: 2 mutations of {LARGE_BATCH_BYTES} bytes took {:?}",
+        suite.case,
+        started.elapsed()
+    );
+}
+
+/// The body of [`large_history_rows_round_trip_in_one_batch`], or what went wrong.
+async fn large_rows<S: Store + ?Sized>(store: &S, rows: usize, text_bytes: usize) -> Result<(), String> {
+    use fleetcron_core::{LastRun, RunRecord, RunUpdate};
     use serde_json::Value;
 
     store.migrate().await.map_err(|error| format!("migrate: {error}"))?;
@@ -246,7 +297,7 @@ pub async fn large_history_rows_round_trip_in_one_batch(
                         finished_at: Some(at(2_001)),
                         result: Some(result(round, row)),
                         error: Some(error(round, row)),
-                        ..crate::store_fixtures::run(id, &run_id(row), Some(0), 1, RunStatus::Failed)
+                        ..run(id, &run_id(row), Some(0), 1, RunStatus::Failed)
                     };
                     Mutation {
                         state: Some(task),
@@ -259,7 +310,7 @@ pub async fn large_history_rows_round_trip_in_one_batch(
                         started_at: Some(at(1_000)),
                         result: Some(result(round, row)),
                         error: Some(error(round, row)),
-                        ..crate::store_fixtures::finish(&run_id(row), RunStatus::Failed, at(2_002))
+                        ..finish(&run_id(row), RunStatus::Failed, at(2_002))
                     };
                     Mutation {
                         state: Some(task),
@@ -320,4 +371,87 @@ pub async fn large_history_rows_round_trip_in_one_batch(
         }
     }
     Ok(())
+}
+
+/// The engine's batched claim as a store sees it: 1,000 new tasks registered in one mutation, then five
+/// rounds of 1,000 claims (fence + 1, a lease, a `running` row) in one mutation each; a repeated claim
+/// of a slot is refused as a whole. One round trip per statement, not per task: a round takes well
+/// under five seconds.
+pub async fn a_batch_of_1000_tasks_registers_and_claims_in_one_mutation<H: StoreHarness>(suite: &Suite<'_, H>) {
+    let fresh = suite.fresh(epoch()).await;
+    let store = &*fresh.store;
+    let ids: Vec<String> = (0..1_000).map(|n| format!("batch-{n:04}")).collect();
+    let started = Instant::now();
+    store
+        .mutate(&ids, &mut |now, id, stored| {
+            assert!(stored.is_none());
+            Mutation {
+                state: Some(new_state(id, now)),
+                ..Mutation::none()
+            }
+        })
+        .await
+        .expect("register 1,000 tasks");
+    let registration = started.elapsed();
+
+    let claim = |round: i64| {
+        move |now: Timestamp, id: &str, stored: Option<&TaskState>| {
+            let mut state = stored.cloned().expect("registered");
+            state.fence += 1;
+            let mut record = run(id, &format!("{id}-{round}"), Some(round * 1_000), 1, RunStatus::Running);
+            record.fence = state.fence;
+            record.claimed_at = Some(now);
+            state.running = vec![RunLease {
+                run_id: record.run_id.clone(),
+                fence: state.fence,
+                worker: "w1".to_owned(),
+                kind: RunKind::Scheduled,
+                slot: record.slot,
+                attempt: 1,
+                trigger_id: None,
+                started_at: now,
+                lease_until: now + chrono::Duration::seconds(30),
+            }];
+            state.high_water = record.slot.unwrap_or(now);
+            Mutation {
+                state: Some(state),
+                insert_runs: vec![record],
+                update_runs: Vec::new(),
+            }
+        }
+    };
+    let mut timings = Vec::new();
+    for round in 1..=5 {
+        let started = Instant::now();
+        store.mutate(&ids, &mut claim(round)).await.expect("claim 1,000 slots");
+        timings.push(started.elapsed());
+    }
+    timings.sort();
+    let median = timings[timings.len() / 2];
+    println!(
+        "{}: registration {registration:?}; claim (1,000 state writes + 1,000 history inserts, one mutation) \
+         median {median:?} = {:.0} slots/s, best {:?}",
+        suite.case,
+        1_000.0 / median.as_secs_f64(),
+        timings[0]
+    );
+    let (_, states) = store.load(None).await.expect("load");
+    assert_eq!(states.len(), 1_000);
+    assert!(states.iter().all(|state| state.fence == 5 && state.running.len() == 1));
+    assert_eq!(
+        store
+            .runs("batch-0999", &RunQuery::default())
+            .await
+            .expect("runs")
+            .len(),
+        5
+    );
+    let again = store.mutate(&ids, &mut claim(1)).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
+    let (_, states) = store.load(None).await.expect("load");
+    assert!(
+        states.iter().all(|state| state.fence == 5),
+        "a refused claim batch changes no task"
+    );
+    assert!(median < StdDuration::from_secs(5), "{median:?}");
 }
