@@ -321,6 +321,12 @@ pub struct TaskState {
     /// The operator's note on the last enable/disable (absent in documents written before notes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<TaskNote>,
+    /// The greatest run (or trigger) id minted for this task: the next decision mints greater ones, so
+    /// the history's order (newest first, by run id) is the order of creation even within one
+    /// millisecond. Absent in documents written before it; the ids in `running`, `pending` and
+    /// `last_run` then stand in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<String>,
 }
 
 /// Most bytes of an operator's note ([`TaskNote::text`]); a longer one is cut.
@@ -354,6 +360,7 @@ impl TaskState {
             last_started_at: None,
             last_run: None,
             note: None,
+            last_id: None,
         }
     }
 

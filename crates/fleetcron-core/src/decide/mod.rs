@@ -97,25 +97,56 @@ pub struct Decision<'a> {
 /// 48-bit timestamp is the store's `now` in milliseconds, the next 26 bits count the ids of this
 /// decision (their order is their order of creation), and the last 48 bits are the seed's (distinct
 /// across decisions: the engine draws a fresh seed for every attempt of every mutation).
+///
+/// Ids of one task only grow: a decision starts after the greatest id its state knows (`floor`), taking
+/// that id's millisecond and the next sequence number when the store's clock has not passed it, so two
+/// decisions in the same millisecond (a trigger right after a claim) still sort in the order they were
+/// made.
 #[derive(Debug, Clone)]
 struct RunIds {
     millis: u64,
     random: u64,
     next: u32,
+    last: Option<u128>,
 }
 
+/// Largest sequence number of one millisecond (26 bits).
+const MAX_SEQUENCE: u32 = 0x3FF_FFFF;
+
 impl RunIds {
-    fn new(now: Timestamp, seed: u64) -> Self {
+    fn new(now: Timestamp, seed: u64, floor: Option<u128>) -> Self {
+        let mut millis = u64::try_from(now.timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+        let mut next = 0;
+        if let Some(floor) = floor {
+            let floor_millis = (floor >> 80) as u64;
+            let floor_sequence = ((((floor >> 64) & 0xFFF) << 14) | ((floor >> 48) & 0x3FFF)) as u32;
+            if millis <= floor_millis {
+                if floor_sequence >= MAX_SEQUENCE {
+                    millis = (floor_millis + 1) & 0xFFFF_FFFF_FFFF;
+                } else {
+                    millis = floor_millis;
+                    next = floor_sequence + 1;
+                }
+            }
+        }
         Self {
-            millis: u64::try_from(now.timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF,
+            millis,
             random: seed & 0xFFFF_FFFF_FFFF,
-            next: 0,
+            next,
+            last: None,
         }
     }
 
+    /// The greatest id among `ids` that parses as one of ours.
+    fn floor<'s>(ids: impl Iterator<Item = &'s str>) -> Option<u128> {
+        ids.filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .map(|id| id.as_u128())
+            .max()
+    }
+
     fn mint(&mut self) -> String {
-        let sequence = u128::from(self.next & 0x3FF_FFFF);
-        self.next = self.next.wrapping_add(1);
+        let sequence = u128::from(self.next.min(MAX_SEQUENCE));
+        self.next = self.next.saturating_add(1);
         // 48 bits of time | version 7 | 12 bits (sequence, high) | variant 0b10 | 14 bits (sequence, low)
         // | 48 bits of seed.
         let value = (u128::from(self.millis) << 80)
@@ -124,8 +155,23 @@ impl RunIds {
             | (0b10 << 62)
             | ((sequence & 0x3FFF) << 48)
             | u128::from(self.random);
+        self.last = Some(value);
         uuid::Uuid::from_u128(value).to_string()
     }
+}
+
+/// The greatest id a task's state knows: its `last_id`, or for documents written before that field, the
+/// ids of its running, pending and last runs.
+fn task_id_floor(state: &TaskState) -> Option<u128> {
+    let known = state
+        .last_id
+        .as_deref()
+        .into_iter()
+        .chain(state.running.iter().map(|run| run.run_id.as_str()))
+        .chain(state.pending.iter().map(|pending| pending.run_id.as_str()))
+        .chain(state.pending.iter().filter_map(|pending| pending.trigger_id.as_deref()))
+        .chain(state.last_run.iter().map(|run| run.run_id.as_str()));
+    RunIds::floor(known)
 }
 
 impl<'a> Decision<'a> {
@@ -133,6 +179,7 @@ impl<'a> Decision<'a> {
     /// `now` and their random part from `seed`: a decision reads no clock and no random source, so equal
     /// inputs give equal decisions (the engine draws a fresh seed for every attempt of a mutation).
     pub fn new(state: TaskState, now: Timestamp, config: &'a DecideConfig, seed: u64) -> Self {
+        let floor = task_id_floor(&state);
         Self {
             state,
             now,
@@ -142,7 +189,7 @@ impl<'a> Decision<'a> {
             updates: Vec::new(),
             started: Vec::new(),
             ended: Vec::new(),
-            ids: RunIds::new(now, seed),
+            ids: RunIds::new(now, seed, floor),
         }
     }
 
@@ -159,8 +206,11 @@ impl<'a> Decision<'a> {
     }
 
     /// The writes to commit (nothing when the state did not change).
-    pub fn into_mutation(self) -> (Mutation, Vec<RunLease>, Vec<String>) {
+    pub fn into_mutation(mut self) -> (Mutation, Vec<RunLease>, Vec<String>) {
         let mutation = if self.changed {
+            if let Some(last) = self.ids.last {
+                self.state.last_id = Some(uuid::Uuid::from_u128(last).to_string());
+            }
             Mutation {
                 state: Some(self.state),
                 insert_runs: self.inserts,

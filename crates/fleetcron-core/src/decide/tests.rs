@@ -678,3 +678,63 @@ mod purity {
         }
     }
 }
+
+/// The ids every decision of one task wrote, in the order of its history (newest first, by run id).
+fn history_order(decisions: &[Mutation]) -> Vec<String> {
+    let mut ids: Vec<String> = decisions
+        .iter()
+        .flat_map(|mutation| mutation.insert_runs.iter().map(|run| run.run_id.clone()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn ids_of_one_task_grow_across_decisions_in_the_same_millisecond() {
+    let config = config();
+    let mut written = Vec::new();
+    let mut stored = state();
+    // A claim, then two triggers, each a decision of its own at the same store time, with seeds that
+    // would sort them backwards if the random part decided.
+    for (step, seed) in [u64::MAX, 7, 3].into_iter().enumerate() {
+        let mut decision = Decision::new(stored.clone(), at(1), &config, seed);
+        if step == 0 {
+            assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
+        } else {
+            decision.state.pending.clear();
+            decision.trigger().expect("enabled");
+        }
+        let (mutation, _, _) = decision.into_mutation();
+        stored = mutation.state.clone().expect("changed");
+        written.push(mutation);
+    }
+    let created: Vec<String> = written
+        .iter()
+        .flat_map(|mutation| mutation.insert_runs.iter().map(|run| run.run_id.clone()))
+        .collect();
+    assert_eq!(created.len(), 3);
+    assert_eq!(history_order(&written), created, "history order is creation order");
+    assert_eq!(stored.last_id.as_deref(), created.last().map(String::as_str));
+    // A store clock that reads earlier (another worker's) still mints after the floor.
+    let mut decision = Decision::new(stored, at(0), &config, 0);
+    decision.state.pending.clear();
+    decision.trigger().expect("enabled");
+    let (mutation, _, _) = decision.into_mutation();
+    let later = &mutation.insert_runs[0].run_id;
+    assert!(created.iter().all(|id| id < later), "{later} after {created:?}");
+}
+
+#[test]
+fn documents_without_last_id_take_their_floor_from_known_runs() {
+    let config = config();
+    let mut decision = Decision::new(state(), at(1), &config, u64::MAX);
+    assert_eq!(decision.claim_slot(&default_task(), at(1)), SlotOutcome::Started);
+    let (mutation, _, _) = decision.into_mutation();
+    let mut stored = mutation.state.expect("changed");
+    let running = stored.running[0].run_id.clone();
+    stored.last_id = None;
+    let mut decision = Decision::new(stored, at(1), &config, 0);
+    decision.trigger().expect("enabled");
+    let (mutation, _, _) = decision.into_mutation();
+    assert!(mutation.insert_runs[0].run_id > running);
+}
