@@ -2,7 +2,9 @@
 //! definitions of one task.
 
 use super::{every_second, factory, must, setup, started_rows};
-use crate::support::{align_to_second, assert_contiguous_once, history, recorded, Recorder, Worker, WorkerOptions};
+use crate::support::{
+    align_to_second, assert_contiguous_once, eventually, history, recorded, Recorder, Worker, WorkerOptions,
+};
 use crate::Backend;
 use chrono::Utc;
 use fleetcron_core::clock::system_clock;
@@ -99,15 +101,18 @@ pub async fn reports_and_history<B: Backend>(backend: &B) {
     };
     align_to_second().await;
     let worker = Worker::start("reporter", &namespace, make, WorkerOptions::default()).await;
-    tokio::time::sleep(Duration::from_millis(1150)).await;
-    let running = must(admin.get_task("reported").await, "report");
-    let Some(running) = running else {
-        panic!("the task must be reported")
-    };
-    assert!(running.is_running, "{running:?}");
-    assert_eq!(
-        running.running_on.first().map(|on| on.worker.as_str()),
-        Some("reporter")
+    // A run takes 400 ms of every second: the report shows it running on this worker (waited for, not
+    // timed, so a loaded machine's slow start does not decide the test).
+    let running_here = eventually(Duration::from_secs(6), || async {
+        must(admin.get_task("reported").await, "report").is_some_and(|report| {
+            report.is_running && report.running_on.first().map(|on| on.worker.as_str()) == Some("reporter")
+        })
+    })
+    .await;
+    assert!(
+        running_here,
+        "the report must show the run on its worker: {:?}",
+        admin.get_task("reported").await
     );
     tokio::time::sleep(Duration::from_millis(2000)).await;
     worker.stop().await;
