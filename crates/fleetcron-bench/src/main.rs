@@ -99,6 +99,11 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
+    /// In-process workers of lag, burst and idle (DESIGN §9: 4; 16 measures how store work grows with
+    /// the fleet).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
+
     /// PostgreSQL server (no schema parameter; each run adds its own).
     #[arg(
         long,
@@ -192,7 +197,8 @@ async fn run(args: Args) -> Result<bool, Error> {
         redis: args.redis_url.clone(),
     };
     urls.check_loopback()?;
-    let sizes = if args.quick { Sizes::quick() } else { Sizes::full() };
+    let mut sizes = if args.quick { Sizes::quick() } else { Sizes::full() };
+    sizes.workers = usize::from(args.workers);
     let mut backends = args.backends.clone();
     backends.dedup();
     let mut benches = args.only.clone();

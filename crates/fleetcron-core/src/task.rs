@@ -274,8 +274,8 @@ pub struct TaskContext {
     pub fence: u64,
     /// 1 for a first run; higher for a retry of an abandoned run.
     pub attempt: u32,
-    /// The task's parameters.
-    pub params: Value,
+    /// The task's parameters, shared by every run of the task (no copy per run).
+    pub params: Arc<Value>,
     /// The id of the worker running the handler.
     pub worker_id: String,
     /// Fires when the run must stop: timeout, lease lost, cancelled by a newer run, or shutdown.
@@ -305,7 +305,7 @@ struct TaskParts {
     description: String,
     schedule: Schedule,
     policy: TaskPolicy,
-    params: Value,
+    params: Arc<Value>,
     handler: Handler,
 }
 
@@ -361,6 +361,11 @@ impl ScheduledTask {
     /// The parameters passed to every run.
     pub fn params(&self) -> &Value {
         &self.inner.params
+    }
+
+    /// The parameters as the shared handle every run's [`TaskContext::params`] holds.
+    pub fn shared_params(&self) -> Arc<Value> {
+        self.inner.params.clone()
     }
 
     /// The handler.
@@ -492,7 +497,7 @@ impl ScheduledTaskBuilder {
                 description: self.description,
                 schedule,
                 policy: self.policy,
-                params: self.params,
+                params: Arc::new(self.params),
                 handler,
             }),
         })

@@ -23,11 +23,26 @@ pub(super) struct FinishRequest {
     pub(super) reply: oneshot::Sender<()>,
 }
 
-/// A slot claim, waiting to join a batch.
+/// The scheduled firings of one instant (or of one `execute_task`), sent to the claim loop whole: one
+/// channel message and one answer per instant, not per slot.
 pub(super) struct ClaimRequest {
-    pub(super) task: Arc<ScheduledTask>,
-    pub(super) slot: Timestamp,
-    pub(super) reply: oneshot::Sender<Result<ClaimAnswer, SchedulerError>>,
+    pub(super) firings: Vec<(Arc<ScheduledTask>, Timestamp)>,
+    pub(super) reply: oneshot::Sender<Vec<Result<ClaimAnswer, SchedulerError>>>,
+}
+
+/// One firing of a request, waiting for (or in) a claim batch: which request and which of its firings.
+pub(super) struct ClaimItem {
+    task: Arc<ScheduledTask>,
+    slot: Timestamp,
+    request: u64,
+    index: usize,
+}
+
+/// A request whose firings are being claimed: the answers so far and how many are still out.
+struct Answering {
+    answers: Vec<Option<Result<ClaimAnswer, SchedulerError>>>,
+    outstanding: usize,
+    reply: oneshot::Sender<Vec<Result<ClaimAnswer, SchedulerError>>>,
 }
 
 impl<S: Store> Engine<S> {
@@ -151,17 +166,124 @@ impl<S: Store> Engine<S> {
         while in_flight.next().await.is_some() {}
     }
 
-    pub(super) async fn claim_batch(self: &Arc<Self>, batch: Vec<ClaimRequest>) {
+    /// Claims the firings of the requests it receives: every firing already queued is split evenly over
+    /// at most `parallelism` store mutations in flight (each of at least [`MIN_PARALLEL_BATCH`] and at
+    /// most `claim_batch` firings), and each request is answered once, when all of its firings are.
+    /// Stops taking work when the engine stops; mutations already sent finish and answer first.
+    pub(super) async fn claim_loop(self: Arc<Self>, mut receiver: mpsc::Receiver<ClaimRequest>, parallelism: usize) {
+        let limit = self.config.claim_batch.max(1);
+        let parallelism = parallelism.max(1);
+        let mut queue: std::collections::VecDeque<ClaimItem> = std::collections::VecDeque::new();
+        let mut answering: HashMap<u64, Answering> = HashMap::new();
+        let mut next_request = 0u64;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut admit = |request: ClaimRequest, queue: &mut std::collections::VecDeque<ClaimItem>| {
+            let key = next_request;
+            next_request = next_request.wrapping_add(1);
+            let count = request.firings.len();
+            if count == 0 {
+                let _ = request.reply.send(Vec::new());
+                return None;
+            }
+            for (index, (task, slot)) in request.firings.into_iter().enumerate() {
+                queue.push_back(ClaimItem {
+                    task,
+                    slot,
+                    request: key,
+                    index,
+                });
+            }
+            Some((
+                key,
+                Answering {
+                    answers: (0..count).map(|_| None).collect(),
+                    outstanding: count,
+                    reply: request.reply,
+                },
+            ))
+        };
+        loop {
+            if self.stopping.is_cancelled() {
+                break;
+            }
+            while let Ok(request) = receiver.try_recv() {
+                if let Some((key, request)) = admit(request, &mut queue) {
+                    answering.insert(key, request);
+                }
+            }
+            while in_flight.len() < parallelism && !queue.is_empty() {
+                let free = parallelism - in_flight.len();
+                let size = if parallelism > 1 {
+                    queue.len().div_ceil(free).max(MIN_PARALLEL_BATCH).min(limit)
+                } else {
+                    limit
+                };
+                let batch: Vec<ClaimItem> = queue.drain(..size.min(queue.len())).collect();
+                in_flight.push(self.clone().claim_batch(batch));
+            }
+            tokio::select! {
+                request = receiver.recv() => match request {
+                    Some(request) => {
+                        if let Some((key, request)) = admit(request, &mut queue) {
+                            answering.insert(key, request);
+                        }
+                    }
+                    None => break,
+                },
+                Some(answers) = in_flight.next(), if !in_flight.is_empty() => {
+                    Self::answer(&mut answering, answers);
+                }
+                () = self.stopping.cancelled() => break,
+            }
+        }
+        // Let the mutations already sent finish: their callers are waiting for the answers. Firings not
+        // yet sent are dropped with their requests (the callers see the engine stopping).
+        while let Some(answers) = in_flight.next().await {
+            Self::answer(&mut answering, answers);
+        }
+    }
+
+    fn answer(
+        answering: &mut HashMap<u64, Answering>,
+        answers: Vec<(u64, usize, Result<ClaimAnswer, SchedulerError>)>,
+    ) {
+        for (key, index, answer) in answers {
+            let Some(request) = answering.get_mut(&key) else {
+                continue;
+            };
+            if let Some(slot) = request.answers.get_mut(index) {
+                if slot.replace(answer).is_none() {
+                    request.outstanding -= 1;
+                }
+            }
+            if request.outstanding == 0 {
+                if let Some(request) = answering.remove(&key) {
+                    let answers = request
+                        .answers
+                        .into_iter()
+                        .map(|answer| answer.unwrap_or(Err(SchedulerError::NotRunning)))
+                        .collect();
+                    let _ = request.reply.send(answers);
+                }
+            }
+        }
+    }
+
+    /// Claims one batch of firings in one store mutation; answers each firing by its request and index.
+    pub(super) async fn claim_batch(
+        self: Arc<Self>,
+        batch: Vec<ClaimItem>,
+    ) -> Vec<(u64, usize, Result<ClaimAnswer, SchedulerError>)> {
         let _timer = crate::metrics::ClaimBatchTimer::start(self.metrics_store, batch.len());
         let config = self.decide_config();
-        let mut by_task: HashMap<String, Vec<ClaimRequest>> = HashMap::new();
+        let mut by_task: HashMap<String, Vec<ClaimItem>> = HashMap::new();
         let mut ids = Vec::new();
-        for request in batch {
-            let id = request.task.id().to_owned();
+        for item in batch {
+            let id = item.task.id().to_owned();
             if !by_task.contains_key(&id) {
                 ids.push(id.clone());
             }
-            by_task.entry(id).or_default().push(request);
+            by_task.entry(id).or_default().push(item);
         }
         // The earliest slot each task wants: a store may skip tasks already claimed up to there.
         let floors: Vec<Timestamp> = ids
@@ -169,22 +291,22 @@ impl<S: Store> Engine<S> {
             .map(|id| {
                 by_task
                     .get(id)
-                    .and_then(|requests| requests.iter().map(|request| request.slot).min())
+                    .and_then(|items| items.iter().map(|item| item.slot).min())
                     .unwrap_or(Timestamp::MIN_UTC)
             })
             .collect();
         let outcome = self
             .transact_with_floors(&ids, Some(&floors), None, |now, id, state| {
-                let requests = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
+                let items = by_task.get(id).map(Vec::as_slice).unwrap_or_default();
                 let Some(state) = state else {
                     return (Mutation::none(), None);
                 };
                 let mut decision = Decision::new(state.clone(), now, &config, fresh_seed());
-                let outcomes: Vec<(SlotOutcome, Option<(String, u64)>)> = requests
+                let outcomes: Vec<ClaimAnswer> = items
                     .iter()
-                    .map(|request| {
+                    .map(|item| {
                         let before = decision.started.len();
-                        let outcome = decision.claim_slot(&request.task, request.slot);
+                        let outcome = decision.claim_slot(&item.task, item.slot);
                         let lease = decision.started[before..]
                             .last()
                             .map(|lease| (lease.run_id.clone(), lease.fence));
@@ -195,29 +317,30 @@ impl<S: Store> Engine<S> {
                 (mutation, Some((outcomes, started, ended)))
             })
             .await;
+        let mut answers = Vec::new();
         match outcome {
             Ok((_, mut results, left_out)) => {
                 for id in left_out {
                     // Another worker claimed (or accounted for) every slot this one asked for.
-                    for request in by_task.remove(&id).unwrap_or_default() {
-                        let _ = request.reply.send(Ok((SlotOutcome::AlreadyAccounted, None)));
+                    for item in by_task.remove(&id).unwrap_or_default() {
+                        answers.push((item.request, item.index, Ok((SlotOutcome::AlreadyAccounted, None))));
                     }
                 }
-                for (id, requests) in by_task {
-                    let Some(task) = requests.first().map(|request| request.task.clone()) else {
+                for (id, items) in by_task {
+                    let Some(task) = items.first().map(|item| item.task.clone()) else {
                         continue;
                     };
                     match results.remove(&id).flatten() {
                         Some((outcomes, started, ended)) => {
                             self.stop_local(&ended, StopReason::Superseded);
                             self.spawn_runs(&task, started);
-                            for (request, outcome) in requests.into_iter().zip(outcomes) {
-                                let _ = request.reply.send(Ok(outcome));
+                            for (item, outcome) in items.into_iter().zip(outcomes) {
+                                answers.push((item.request, item.index, Ok(outcome)));
                             }
                         }
                         None => {
-                            for request in requests {
-                                let _ = request.reply.send(Err(SchedulerError::UnknownTask(id.clone())));
+                            for item in items {
+                                answers.push((item.request, item.index, Err(SchedulerError::UnknownTask(id.clone()))));
                             }
                         }
                     }
@@ -226,51 +349,75 @@ impl<S: Store> Engine<S> {
             Err(StoreError::Duplicate(message)) if ids.len() > 1 => {
                 // Isolate the task whose unique key fired; the others go through one by one.
                 tracing::error!(%message, "a batch claim hit the unique key; retrying the batch one task at a time");
-                for (_, requests) in by_task {
-                    Box::pin(self.claim_batch(requests)).await;
+                for (_, items) in by_task {
+                    answers.extend(Box::pin(self.clone().claim_batch(items)).await);
                 }
             }
             Err(error) => {
-                for requests in by_task.into_values() {
-                    for request in requests {
-                        let _ = request.reply.send(Err(store_error(error.clone())));
-                    }
+                for item in by_task.into_values().flatten() {
+                    answers.push((item.request, item.index, Err(store_error(error.clone()))));
                 }
             }
         }
+        answers
     }
 
-    pub(super) async fn claim(
+    /// Claims scheduled firings (one instant's, usually) through the claim loop and returns one answer
+    /// per firing, in order. A firing the store finds not yet due (this worker's clock runs fast) is
+    /// asked again once it is.
+    pub(super) async fn claim_many(
         &self,
-        task: Arc<ScheduledTask>,
-        slot: Timestamp,
-    ) -> Result<(SlotOutcome, Option<(String, u64)>), SchedulerError> {
-        loop {
+        firings: Vec<(Arc<ScheduledTask>, Timestamp)>,
+    ) -> Vec<Result<ClaimAnswer, SchedulerError>> {
+        let mut answers: Vec<Option<Result<ClaimAnswer, SchedulerError>>> = (0..firings.len()).map(|_| None).collect();
+        let mut asking: Vec<usize> = (0..firings.len()).collect();
+        while !asking.is_empty() {
             if self.stopping.is_cancelled() {
-                return Err(SchedulerError::NotRunning);
+                break;
             }
-            let (reply, answer) = oneshot::channel();
+            let (reply, answered) = oneshot::channel();
             let request = ClaimRequest {
-                task: task.clone(),
-                slot,
+                firings: asking.iter().filter_map(|&index| firings.get(index).cloned()).collect(),
                 reply,
             };
-            tokio::select! {
-                sent = self.claims.send(request) => sent.map_err(|_| SchedulerError::NotRunning)?,
-                () = self.stopping.cancelled() => return Err(SchedulerError::NotRunning),
+            let sent = tokio::select! {
+                sent = self.claims.send(request) => sent.is_ok(),
+                () = self.stopping.cancelled() => false,
+            };
+            if !sent {
+                break;
             }
-            let (outcome, lease) = answer.await.map_err(|_| SchedulerError::NotRunning)??;
-            match outcome {
-                // The store's clock says the slot is still ahead: this worker's clock runs fast.
-                SlotOutcome::NotDue(wait) => {
-                    let wait = wait.to_std().unwrap_or_default() + Duration::from_millis(1);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.stopping.cancelled() => return Err(SchedulerError::NotRunning),
+            let Ok(replies) = answered.await else {
+                break;
+            };
+            let mut wait = None;
+            let mut again = Vec::new();
+            for (index, answer) in asking.into_iter().zip(replies) {
+                match answer {
+                    // The store's clock says the slot is still ahead: this worker's clock runs fast.
+                    Ok((SlotOutcome::NotDue(until), _)) => {
+                        wait = wait.max(Some(until));
+                        again.push(index);
+                    }
+                    other => {
+                        if let Some(answer) = answers.get_mut(index) {
+                            *answer = Some(other);
+                        }
                     }
                 }
-                other => return Ok((other, lease)),
+            }
+            asking = again;
+            if let Some(wait) = wait {
+                let wait = wait.to_std().unwrap_or_default() + Duration::from_millis(1);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.stopping.cancelled() => break,
+                }
             }
         }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Err(SchedulerError::NotRunning)))
+            .collect()
     }
 }

@@ -121,7 +121,7 @@ impl<S: Store> Engine<S> {
             run_id: lease.run_id.clone(),
             fence: lease.fence,
             attempt: lease.attempt,
-            params: task.params().clone(),
+            params: task.shared_params(),
             worker_id: worker,
             cancellation: local.token.clone(),
         };
@@ -136,21 +136,25 @@ impl<S: Store> Engine<S> {
         let lag = lease.slot.map(|slot| store_now - slot);
         crate::metrics::run_started(self.metrics_store, task.id(), lease.kind, lag);
         let handler_started = Instant::now();
-        let mut join = tokio::spawn(tracing::Instrument::in_current_span((task.handler())(context)));
+        // The handler runs inside this driver (one task per run, in the run's span); its panics are
+        // caught here and become the run's failure.
+        let mut handler = std::panic::AssertUnwindSafe((task.handler())(context)).catch_unwind();
         let timeout = task.policy().timeout;
         let (status, reason, result, error) = tokio::select! {
-            joined = &mut join => Self::joined(joined),
+            joined = &mut handler => Self::joined(joined),
             () = tokio::time::sleep(timeout) => {
                 local.token.cancel();
-                self.wait_or_abort(&mut join).await;
+                self.wait_or_abort(&mut handler).await;
                 (RunStatus::TimedOut, Some("timeout".to_owned()), None,
                  Some(format!("the handler exceeded its timeout of {} ms and was cancelled", timeout.as_millis())))
             }
             () = local.token.cancelled() => {
-                self.wait_or_abort(&mut join).await;
+                self.wait_or_abort(&mut handler).await;
                 (RunStatus::Cancelled, Some("scheduler shutdown".to_owned()), None, Some("cancelled: the worker is shutting down".to_owned()))
             }
         };
+        // A handler still running here overran its grace: dropping it aborts it before its end is written.
+        drop(handler);
         crate::metrics::run_ended(self.metrics_store, task.id(), status, handler_started.elapsed());
         match local.stop_reason() {
             Some(StopReason::LeaseLost) => {
@@ -187,34 +191,24 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn joined(
-        joined: Result<Result<Value, crate::task::TaskError>, tokio::task::JoinError>,
+        joined: Result<Result<Value, crate::task::TaskError>, Box<dyn std::any::Any + Send>>,
     ) -> (RunStatus, Option<String>, Option<Value>, Option<String>) {
         match joined {
             Ok(Ok(value)) => (RunStatus::Succeeded, None, Some(value), None),
             Ok(Err(error)) => (RunStatus::Failed, None, None, Some(error.to_string())),
-            Err(error) if error.is_panic() => (
+            Err(panic) => (
                 RunStatus::Failed,
                 Some("panic".to_owned()),
                 None,
-                Some(format!("the handler panicked: {}", panic_message(error.into_panic()))),
-            ),
-            Err(_) => (
-                RunStatus::Cancelled,
-                None,
-                None,
-                Some("the handler was aborted".to_owned()),
+                Some(format!("the handler panicked: {}", panic_message(panic))),
             ),
         }
     }
 
-    pub(super) async fn wait_or_abort(&self, join: &mut JoinHandle<Result<Value, crate::task::TaskError>>) {
-        if tokio::time::timeout(self.config.cancel_grace, &mut *join)
-            .await
-            .is_err()
-        {
-            join.abort();
-            let _ = join.await;
-        }
+    /// Gives a cancelled handler `cancel_grace` to stop on its own; after that it is dropped (aborted):
+    /// the caller drops the future when this returns.
+    pub(super) async fn wait_or_abort<F: std::future::Future + Unpin>(&self, handler: &mut F) {
+        let _ = tokio::time::timeout(self.config.cancel_grace, handler).await;
     }
 
     pub(super) fn bound_result(&self, value: Value) -> Value {

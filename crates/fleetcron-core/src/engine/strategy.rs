@@ -37,16 +37,7 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 .config
                 .claim_parallelism
                 .unwrap_or_else(|| engine.store.preferred_parallelism());
-            starters.push(
-                engine.supervise(
-                    "claim",
-                    engine
-                        .clone()
-                        .batch_loop(receiver, true, parallelism, |engine, batch| async move {
-                            engine.claim_batch(batch).await;
-                        }),
-                ),
-            );
+            starters.push(engine.supervise("claim", engine.clone().claim_loop(receiver, parallelism)));
         }
         // Completions are written until every handler has ended, shutdown included.
         if let Some(receiver) = finishes {
@@ -194,19 +185,12 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             .task(task.id())
             .ok_or_else(|| SchedulerError::UnknownTask(task.id().to_owned()))?;
         match firing {
-            Firing::Scheduled { slot } => {
-                let (outcome, lease) = engine.claim(registered, slot).await?;
-                Ok(match (outcome, lease) {
-                    (SlotOutcome::Started, Some((run_id, fence))) => ExecuteOutcome::Started { run_id, fence },
-                    (SlotOutcome::Started, None) => ExecuteOutcome::AlreadyAccounted,
-                    (SlotOutcome::Skipped(reason), _) => ExecuteOutcome::Skipped {
-                        reason: reason.to_owned(),
-                    },
-                    (SlotOutcome::Buffered, _) => ExecuteOutcome::Buffered,
-                    (SlotOutcome::Missed, _) => ExecuteOutcome::Missed,
-                    (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_), _) => ExecuteOutcome::AlreadyAccounted,
-                })
-            }
+            Firing::Scheduled { slot } => engine
+                .claim_many(vec![(registered, slot)])
+                .await
+                .pop()
+                .unwrap_or(Err(SchedulerError::NotRunning))
+                .map(execute_outcome),
             Firing::Manual { .. } => {
                 let started = engine.attend(vec![task.id().to_owned()]).await.map_err(store_error)?;
                 Ok(if started > 0 {
@@ -219,6 +203,40 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 })
             }
         }
+    }
+
+    /// An instant's scheduled firings go to the claim loop as one request (one channel message and one
+    /// answer for the instant); manual firings run through [`Self::execute_task`].
+    async fn execute_many(
+        &self,
+        firings: Vec<(Arc<ScheduledTask>, Firing)>,
+    ) -> Vec<Result<ExecuteOutcome, SchedulerError>> {
+        let engine = &self.engine;
+        let mut outcomes: Vec<Option<Result<ExecuteOutcome, SchedulerError>>> = Vec::with_capacity(firings.len());
+        let mut scheduled = Vec::with_capacity(firings.len());
+        let mut positions = Vec::with_capacity(firings.len());
+        for (task, firing) in &firings {
+            match firing {
+                Firing::Scheduled { slot } => match engine.task(task.id()) {
+                    Some(registered) => {
+                        positions.push(outcomes.len());
+                        scheduled.push((registered, *slot));
+                        outcomes.push(None);
+                    }
+                    None => outcomes.push(Some(Err(SchedulerError::UnknownTask(task.id().to_owned())))),
+                },
+                Firing::Manual { .. } => outcomes.push(Some(self.execute_task(task, firing.clone()).await)),
+            }
+        }
+        for (position, answer) in positions.into_iter().zip(engine.claim_many(scheduled).await) {
+            if let Some(outcome) = outcomes.get_mut(position) {
+                *outcome = Some(answer.map(execute_outcome));
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or(Err(SchedulerError::NotRunning)))
+            .collect()
     }
 
     async fn get_tasks(&self) -> Result<Vec<TaskReport>, SchedulerError> {
@@ -316,5 +334,19 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
             return Ok(0);
         }
         store.prune_runs(&plan).await.map_err(store_error)
+    }
+}
+
+/// What a claim's answer means to the caller of `execute_task`.
+fn execute_outcome((outcome, lease): batch::ClaimAnswer) -> ExecuteOutcome {
+    match (outcome, lease) {
+        (SlotOutcome::Started, Some((run_id, fence))) => ExecuteOutcome::Started { run_id, fence },
+        (SlotOutcome::Started, None) => ExecuteOutcome::AlreadyAccounted,
+        (SlotOutcome::Skipped(reason), _) => ExecuteOutcome::Skipped {
+            reason: reason.to_owned(),
+        },
+        (SlotOutcome::Buffered, _) => ExecuteOutcome::Buffered,
+        (SlotOutcome::Missed, _) => ExecuteOutcome::Missed,
+        (SlotOutcome::AlreadyAccounted | SlotOutcome::NotDue(_), _) => ExecuteOutcome::AlreadyAccounted,
     }
 }
