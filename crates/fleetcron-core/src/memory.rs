@@ -112,6 +112,39 @@ impl Store for MemoryStore {
         Ok(now)
     }
 
+    /// Leaves out the tasks whose high-water mark is at or after their floor (the losers of an instant
+    /// cost no clone and no decision), then mutates the rest as [`Store::mutate`] does.
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if floors.len() != ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "mutate_claims: {} ids but {} floors",
+                ids.len(),
+                floors.len()
+            )));
+        }
+        let (kept, left_out): (Vec<String>, Vec<String>) = {
+            let inner = self.lock()?;
+            let (kept, left_out): (Vec<_>, Vec<_>) = ids.iter().zip(floors).partition(|(id, floor)| {
+                inner
+                    .tasks
+                    .get(id.as_str())
+                    .is_none_or(|state| state.high_water < **floor)
+            });
+            (
+                kept.into_iter().map(|(id, _)| id.clone()).collect(),
+                left_out.into_iter().map(|(id, _)| id.clone()).collect(),
+            )
+        };
+        // A task left out cannot move back below its floor: high-water marks only grow.
+        let now = self.mutate(&kept, decide).await?;
+        Ok((now, left_out))
+    }
+
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError> {
         let inner = self.lock()?;
         let now = self.last_now.observe(self.clock.now());

@@ -18,6 +18,7 @@ impl StoreHarness for MemoryHarness {
 
     const CAPABILITIES: Capabilities = Capabilities {
         push: true,
+        claim_skipping: super::ClaimSkipping::Exact,
         persistent: false,
         refuses_before_migrate: false,
         locks: Locks::None,
