@@ -335,6 +335,16 @@ pub(crate) fn decode_run(row: &MySqlRow) -> Result<RunRecord, StoreError> {
 }
 
 /// Decodes an `(id, state)` row.
+/// Whether a task whose stored high-water mark reads `mark` (the document's RFC 3339 text) is accounted
+/// for up to `floor`: only a mark that parses and is at or after the floor says yes, so a doubt keeps
+/// the task.
+pub(crate) fn accounted(mark: Option<&str>, floor: Option<Timestamp>) -> bool {
+    let parsed = mark.and_then(|mark| chrono::DateTime::parse_from_rfc3339(mark).ok());
+    parsed
+        .zip(floor)
+        .is_some_and(|(mark, floor)| mark.with_timezone(&chrono::Utc) >= floor)
+}
+
 pub(crate) fn decode_state_row(row: &MySqlRow) -> Result<(String, TaskState), StoreError> {
     let id = text(row, "id")?;
     let state = decode_state(&text(row, "state")?, &id)?;

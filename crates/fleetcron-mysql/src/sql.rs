@@ -11,6 +11,8 @@
 //! and the server's prepared-statement budget (`max_prepared_stmt_count`) is not eaten by one text per
 //! batch size.
 
+use fleetcron_core::HIGH_WATER_FIELD;
+
 /// One schema version: the statements that upgrade the previous version to it.
 #[derive(Debug)]
 pub(crate) struct Migration {
@@ -99,6 +101,11 @@ pub(crate) struct Sql {
     pub(crate) release_lock: String,
     /// Locks the rows of the ids (sorted) and returns their states: the first statement of a mutation.
     pub(crate) lock_states: MultiRow,
+    /// For claims: locks the rows of the ids (sorted) like [`Self::lock_states`] but returns only their
+    /// high-water marks, so a worker that lost an instant transfers and decodes no document.
+    pub(crate) lock_marks: MultiRow,
+    /// The states of rows this transaction already holds locked (after [`Self::lock_marks`]).
+    pub(crate) read_locked_states: MultiRow,
     /// The store's now and the states of the ids, by id (one row with a null id when none exists).
     /// Parameters: offset µs, lower bound, then the ids.
     pub(crate) load_some: MultiRow,
@@ -226,6 +233,17 @@ impl Sql {
             lock_states: id_list(
                 &format!("SELECT id, state FROM {tasks} FORCE INDEX (PRIMARY) WHERE id IN ("),
                 ") ORDER BY id FOR UPDATE",
+            ),
+            lock_marks: id_list(
+                &format!(
+                    "SELECT id, JSON_UNQUOTE(JSON_EXTRACT(state, '$.{HIGH_WATER_FIELD}')) AS high_water \
+                     FROM {tasks} FORCE INDEX (PRIMARY) WHERE id IN ("
+                ),
+                ") ORDER BY id FOR UPDATE",
+            ),
+            read_locked_states: id_list(
+                &format!("SELECT id, state FROM {tasks} FORCE INDEX (PRIMARY) WHERE id IN ("),
+                ")",
             ),
             load_some: id_list(
                 &format!(

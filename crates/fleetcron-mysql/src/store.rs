@@ -173,8 +173,8 @@ impl From<StoreError> for Failure {
 
 /// How one attempt of a mutation ended.
 enum Attempt {
-    /// Committed (or nothing to write) at this store time.
-    Done(Timestamp),
+    /// Committed (or nothing to write) at this store time; the ids a claim left out.
+    Done(Timestamp, Vec<String>),
     /// Rolled back; try again (why, for logs).
     Again(String),
 }
@@ -440,15 +440,43 @@ impl MysqlStore {
         conn: &mut MySqlConnection,
         ids: &[String],
         sorted: &[&str],
+        floors: Option<&HashMap<&str, Timestamp>>,
         decide: &mut Decide<'_>,
     ) -> Result<Attempt, Failure> {
         let mut tx = conn
             .begin()
             .await
             .map_err(|error| self.fail("starting a mutation", error))?;
-        let rows = fetch_chunks(&mut tx, &self.sql.lock_states, sorted, bind_str)
-            .await
-            .map_err(|error| self.fail("locking task states", error))?;
+        let mut left_out = Vec::new();
+        let rows = match floors {
+            None => fetch_chunks(&mut tx, &self.sql.lock_states, sorted, bind_str)
+                .await
+                .map_err(|error| self.fail("locking task states", error))?,
+            Some(floors) => {
+                // Claims: lock every row but read only the marks; the documents of tasks still wanting
+                // a slot are read next, under the same locks.
+                let marks = fetch_chunks(&mut tx, &self.sql.lock_marks, sorted, bind_str)
+                    .await
+                    .map_err(|error| self.fail("locking task states", error))?;
+                let mut wanted: Vec<&str> = Vec::with_capacity(marks.len());
+                for row in &marks {
+                    let id = codec::text(row, "id")?;
+                    let mark = codec::opt_text(row, "high_water")?;
+                    match floors.get_key_value(id.as_str()) {
+                        Some((_, floor)) if codec::accounted(mark.as_deref(), Some(*floor)) => left_out.push(id),
+                        Some((known, _)) => wanted.push(known),
+                        None => {}
+                    }
+                }
+                if wanted.is_empty() {
+                    Vec::new()
+                } else {
+                    fetch_chunks(&mut tx, &self.sql.read_locked_states, &wanted, bind_str)
+                        .await
+                        .map_err(|error| self.fail("reading task states", error))?
+                }
+            }
+        };
         let stored = rows
             .iter()
             .map(codec::decode_state_row)
@@ -456,7 +484,13 @@ impl MysqlStore {
         // Read the clock once the locks are ours: a wait for them must not age the decisions.
         let now = self.server_now(&mut tx, "reading the clock").await?;
 
-        let writes = collect_writes(ids, |id| stored.get(id), now, decide);
+        let skip: HashSet<&str> = left_out.iter().map(String::as_str).collect();
+        let writes = collect_writes(
+            ids.iter().filter(|id| !skip.contains(id.as_str())),
+            |id| stored.get(id),
+            now,
+            decide,
+        );
         let mut new_states = Vec::new();
         let mut states = Vec::new();
         for write in &writes.states {
@@ -487,7 +521,7 @@ impl MysqlStore {
             tx.rollback()
                 .await
                 .map_err(|error| self.fail("ending a read-only mutation", error))?;
-            return Ok(Attempt::Done(now));
+            return Ok(Attempt::Done(now, left_out));
         }
 
         // Rows in id order: two transactions inserting the same new ids meet on the first of them.
@@ -553,7 +587,7 @@ impl MysqlStore {
         tx.commit()
             .await
             .map_err(|error| self.fail("committing a mutation", error))?;
-        Ok(Attempt::Done(now))
+        Ok(Attempt::Done(now, left_out))
     }
 
     /// Locks the history rows `updates` change and overwrites their mutable columns (a run of another
@@ -670,15 +704,18 @@ impl MysqlStore {
         &self,
         conn: &mut MySqlConnection,
         ids: &[String],
+        floors: Option<&[Timestamp]>,
         decide: &mut Decide<'_>,
-    ) -> Result<Timestamp, Failure> {
+    ) -> Result<(Timestamp, Vec<String>), Failure> {
         let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
         sorted.sort_unstable();
         sorted.dedup();
+        let floors: Option<HashMap<&str, Timestamp>> =
+            floors.map(|floors| ids.iter().map(String::as_str).zip(floors.iter().copied()).collect());
         let mut attempt = 1;
         loop {
-            let why = match self.mutate_once(conn, ids, &sorted, decide).await {
-                Ok(Attempt::Done(now)) => return Ok(now),
+            let why = match self.mutate_once(conn, ids, &sorted, floors.as_ref(), decide).await {
+                Ok(Attempt::Done(now, left_out)) => return Ok((now, left_out)),
                 Ok(Attempt::Again(why)) => why,
                 Err(failure) if failure.retry => failure.error.to_string(),
                 Err(failure) => return Err(failure),
@@ -1037,7 +1074,35 @@ impl Store for MysqlStore {
         }
         let what = "mutating task states";
         let mut conn = self.acquire(what).await?;
-        let outcome = tokio::time::timeout(self.operation_timeout, self.mutate_on(&mut conn, ids, decide)).await;
+        let outcome = tokio::time::timeout(self.operation_timeout, self.mutate_on(&mut conn, ids, None, decide)).await;
+        self.settle(conn, what, outcome).map(|(now, _)| now)
+    }
+
+    /// Claims lock their rows like [`Store::mutate`] but read only the high-water marks first: a task
+    /// already accounted up to its floor is left out, its document neither sent nor decoded.
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if ids.is_empty() {
+            return Ok((self.now().await?, Vec::new()));
+        }
+        if floors.len() != ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "mutate_claims: {} ids but {} floors",
+                ids.len(),
+                floors.len()
+            )));
+        }
+        let what = "claiming slots";
+        let mut conn = self.acquire(what).await?;
+        let outcome = tokio::time::timeout(
+            self.operation_timeout,
+            self.mutate_on(&mut conn, ids, Some(floors), decide),
+        )
+        .await;
         self.settle(conn, what, outcome)
     }
 

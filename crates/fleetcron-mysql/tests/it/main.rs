@@ -133,7 +133,10 @@ impl Drop for Tables {
 
 impl StoreHarness for MysqlHarness {
     type Namespace = Tables;
-    const CAPABILITIES: Capabilities = Capabilities::SERVER;
+    const CAPABILITIES: Capabilities = Capabilities {
+        claim_skipping: fleetcron_conformance::store_suite::ClaimSkipping::Exact,
+        ..Capabilities::SERVER
+    };
 
     fn upstream(&self) -> Option<SocketAddr> {
         Some(url_address(&server_url(), 3306))
