@@ -120,13 +120,7 @@ impl Store for MemoryStore {
         floors: &[Timestamp],
         decide: &mut Decide<'_>,
     ) -> Result<(Timestamp, Vec<String>), StoreError> {
-        if floors.len() != ids.len() {
-            return Err(StoreError::Corrupt(format!(
-                "mutate_claims: {} ids but {} floors",
-                ids.len(),
-                floors.len()
-            )));
-        }
+        crate::store::frame::check_floors(ids, floors)?;
         let (kept, left_out): (Vec<String>, Vec<String>) = {
             let inner = self.lock()?;
             let (kept, left_out): (Vec<_>, Vec<_>) = ids.iter().zip(floors).partition(|(id, floor)| {

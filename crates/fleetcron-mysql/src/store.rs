@@ -1089,13 +1089,7 @@ impl Store for MysqlStore {
         if ids.is_empty() {
             return Ok((self.now().await?, Vec::new()));
         }
-        if floors.len() != ids.len() {
-            return Err(StoreError::Corrupt(format!(
-                "mutate_claims: {} ids but {} floors",
-                ids.len(),
-                floors.len()
-            )));
-        }
+        fleetcron_core::store::frame::check_floors(ids, floors)?;
         let what = "claiming slots";
         let mut conn = self.acquire(what).await?;
         let outcome = tokio::time::timeout(

@@ -962,13 +962,7 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok((self.now().await?, Vec::new()));
         }
-        if floors.len() != ids.len() {
-            return Err(StoreError::Corrupt(format!(
-                "mutate_claims: {} ids but {} floors",
-                ids.len(),
-                floors.len()
-            )));
-        }
+        fleetcron_core::store::frame::check_floors(ids, floors)?;
         let mut conn = self.acquire("starting a claim").await?;
         match self.mutate_on(&mut conn, ids, Some(floors), decide).await {
             Ok(outcome) => Ok(outcome),

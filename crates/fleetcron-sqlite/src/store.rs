@@ -658,13 +658,7 @@ impl Store for SqliteStore {
         floors: &[Timestamp],
         decide: &mut Decide<'_>,
     ) -> Result<(Timestamp, Vec<String>), StoreError> {
-        if floors.len() != ids.len() {
-            return Err(StoreError::Corrupt(format!(
-                "mutate_claims: {} ids but {} floors",
-                ids.len(),
-                floors.len()
-            )));
-        }
+        fleetcron_core::store::frame::check_floors(ids, floors)?;
         self.mutate_with_floors(ids, Some(floors), decide).await
     }
 

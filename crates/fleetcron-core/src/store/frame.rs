@@ -147,6 +147,19 @@ pub fn duplicate_run_id(run_id: &str, store: &str) -> StoreError {
     StoreError::Duplicate(format!("run id {run_id} already has a history row ({store})"))
 }
 
+/// Refuses a [`crate::store::Store::mutate_claims`] call whose floors do not pair with its ids (a bug
+/// of the caller, never a reason to guess).
+pub fn check_floors(ids: &[String], floors: &[Timestamp]) -> Result<(), StoreError> {
+    if floors.len() == ids.len() {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "mutate_claims: {} ids but {} floors",
+        ids.len(),
+        floors.len()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
