@@ -1,5 +1,6 @@
 //! The `fleetcron` command: the daemon (`run`), admin commands (`tasks`, `migrate`), schedule previews,
-//! the demo, and the worker processes the demo and the multi-process tests start.
+//! the demo, the worker processes the demo and the multi-process tests start, and what a package
+//! installs beside the binary (`completions`, `man`).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (unknown task id, the demo's check failed); 2 a usage
 //! error (bad flags, invalid configuration file, schedule pattern, time zone or instant); 3 the store
@@ -11,6 +12,7 @@ mod admin_config;
 mod config;
 mod daemon;
 mod demo;
+mod dist;
 mod exec;
 mod lag;
 mod process;
@@ -21,7 +23,7 @@ mod summary;
 mod torture;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -54,6 +56,10 @@ enum Command {
     /// Torture test: worker processes on one store under random kills, pauses, clock skew, cuts,
     /// store restarts, triggers and enable/disable flips; then a check that every guarantee held.
     Torture(torture::TortureArgs),
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(dist::CompletionsArgs),
+    /// Print the man page fleetcron(1) on stdout, or write every page into a directory.
+    Man(dist::ManArgs),
     /// One worker process (used by `fleetcron demo` and the multi-process tests).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -167,6 +173,8 @@ fn run(cli: Cli) -> CliResult {
             runtime()?.block_on(worker::run(args))
         }
         Command::Lag(args) => lag::run(args),
+        Command::Completions(args) => dist::completions(args, Cli::command()),
+        Command::Man(args) => dist::man(args, Cli::command()),
         Command::Torture(args) => {
             init_tracing("warn");
             runtime()?.block_on(torture::run(args))
@@ -215,7 +223,6 @@ fn usage_error(error: clap::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
