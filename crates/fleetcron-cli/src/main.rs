@@ -15,6 +15,8 @@ mod demo;
 mod dist;
 mod exec;
 mod lag;
+mod logging;
+mod notify;
 mod process;
 mod schedule_cmd;
 mod secrets;
@@ -25,7 +27,7 @@ mod worker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Distributed cron: every scheduled firing runs exactly once across a fleet of workers.
@@ -124,15 +126,7 @@ impl fmt::Display for CliError {
 pub type CliResult = Result<ExitCode, CliError>;
 
 fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // A second initialisation (never expected) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    logging::init(default_filter, logging::LogFormat::Text);
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
