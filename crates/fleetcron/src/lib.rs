@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// error names the feature; see [the crate's features](crate#cargo-features)).
 ///
 /// The URL is never shown: `Debug`, [`Self::label`] and every error show it through
-/// [`redact_url`](fleetcron_core::redact::redact_url) (no password, no secret parameter), and every
+/// [`redact_url`] (no password, no secret parameter), and every
 /// error the strategy returns is scrubbed of the URL's secrets.
 #[derive(Clone)]
 pub struct DefaultSchedulerStrategy {
@@ -208,7 +208,7 @@ impl DefaultSchedulerStrategy {
     }
 
     /// The store this strategy was connected to, as a label safe to print: the URL without its password
-    /// or secret parameters ([`redact_url`](fleetcron_core::redact::redact_url)).
+    /// or secret parameters ([`redact_url`]).
     pub fn label(&self) -> &str {
         self.label.as_str()
     }
