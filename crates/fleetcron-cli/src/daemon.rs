@@ -7,27 +7,24 @@
 //! lets exactly one claim win), and the new scheduler's registration resumes from the store's high-water
 //! mark, so no slot is lost or run twice. An invalid file is reported and the old configuration keeps
 //! running. Tasks removed from the file stay in the store (reports, history); nobody claims their slots.
+//!
+//! Under systemd (`Type=notify`, see `dist/systemd/fleetcron.service`) it reports `READY=1` once it is
+//! up and `STOPPING=1` on SIGTERM/SIGINT ([`crate::notify`]), and logs in the journal's form
+//! ([`crate::logging`]).
 
 use crate::admin::store_error;
 use crate::config::{self, DaemonConfig, Issue};
+use crate::logging::LogFormat;
+use crate::notify::notify;
 use crate::process::{say, warn};
 use crate::{exec, CliError, CliResult};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use fleetcron::{DefaultSchedulerStrategy, ScheduledTask, Scheduler, SchedulerError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Arguments of `fleetcron run`.
 #[derive(Debug, Args)]
@@ -151,20 +148,12 @@ async fn start(
     })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    // A second initialisation (never expected) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
+/// The one-line status `systemctl status` shows.
+fn status(worker: &str, tasks: usize) -> String {
+    format!(
+        "running {tasks} task{} as worker {worker}",
+        if tasks == 1 { "" } else { "s" }
+    )
 }
 
 /// The outcome of a reload.
@@ -267,7 +256,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    init_logging(args.log_format);
+    crate::logging::init("info", args.log_format);
     crate::admin_config::install_recorder();
     let install = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|error| CliError::runtime(format!("cannot install the {name} handler: {error}")))
@@ -299,6 +288,11 @@ pub async fn run(args: RunArgs) -> CliResult {
     );
     // The admin surface (if asked for) on a strategy of its own: reloads do not touch it.
     let _admin = crate::admin_config::start_for_daemon(&args.admin, &args.config, &url).await?;
+    // Only now is the daemon up: store reached and migrated, tasks registered, admin server listening.
+    notify(&format!(
+        "READY=1\nSTATUS={}",
+        status(generation.scheduler.worker_id(), config.tasks.len())
+    ));
     let mut reloads = 0u32;
     // A reload (parsing the file, then starting the new generation) runs beside this loop, never in
     // it: a big file must not delay SIGTERM. Dropping it (at shutdown) drops the new generation's stop
@@ -306,8 +300,8 @@ pub async fn run(args: RunArgs) -> CliResult {
     let mut reload: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Reloaded> + Send>>> = None;
     loop {
         tokio::select! {
-            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); notify("STOPPING=1"); break; }
+            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); notify("STOPPING=1"); break; }
             _ = hangup.recv() => {
                 if reload.is_some() {
                     tracing::warn!("SIGHUP while a reload is in progress: it will be the configuration read now");
@@ -331,6 +325,7 @@ pub async fn run(args: RunArgs) -> CliResult {
                         let old = std::mem::replace(&mut generation, *next);
                         tracing::info!(worker = generation.scheduler.worker_id(), tasks,
                             "configuration reloaded; stopping the previous generation");
+                        notify(&format!("STATUS={}", status(generation.scheduler.worker_id(), tasks)));
                         if let Err(error) = old.stop().await {
                             tracing::error!(%error, "the previous generation did not stop cleanly");
                         }

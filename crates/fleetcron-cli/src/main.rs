@@ -1,5 +1,6 @@
 //! The `fleetcron` command: the daemon (`run`), admin commands (`tasks`, `migrate`), schedule previews,
-//! the demo, and the worker processes the demo and the multi-process tests start.
+//! the demo, the worker processes the demo and the multi-process tests start, and what a package
+//! installs beside the binary (`completions`, `man`).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (unknown task id, the demo's check failed); 2 a usage
 //! error (bad flags, invalid configuration file, schedule pattern, time zone or instant); 3 the store
@@ -11,8 +12,11 @@ mod admin_config;
 mod config;
 mod daemon;
 mod demo;
+mod dist;
 mod exec;
 mod lag;
+mod logging;
+mod notify;
 mod process;
 mod schedule_cmd;
 mod secrets;
@@ -21,9 +25,9 @@ mod summary;
 mod torture;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Distributed cron: every scheduled firing runs exactly once across a fleet of workers.
@@ -54,6 +58,10 @@ enum Command {
     /// Torture test: worker processes on one store under random kills, pauses, clock skew, cuts,
     /// store restarts, triggers and enable/disable flips; then a check that every guarantee held.
     Torture(torture::TortureArgs),
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(dist::CompletionsArgs),
+    /// Print the man page fleetcron(1) on stdout, or write every page into a directory.
+    Man(dist::ManArgs),
     /// One worker process (used by `fleetcron demo` and the multi-process tests).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -118,15 +126,7 @@ impl fmt::Display for CliError {
 pub type CliResult = Result<ExitCode, CliError>;
 
 fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // A second initialisation (never expected) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    logging::init(default_filter, logging::LogFormat::Text);
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -167,6 +167,8 @@ fn run(cli: Cli) -> CliResult {
             runtime()?.block_on(worker::run(args))
         }
         Command::Lag(args) => lag::run(args),
+        Command::Completions(args) => dist::completions(args, Cli::command()),
+        Command::Man(args) => dist::man(args, Cli::command()),
         Command::Torture(args) => {
             init_tracing("warn");
             runtime()?.block_on(torture::run(args))
@@ -215,7 +217,6 @@ fn usage_error(error: clap::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

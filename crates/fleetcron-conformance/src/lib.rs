@@ -12,7 +12,7 @@
 //! The cases are plain async functions in [`cases`], so a custom [`SchedulerStrategy`] can be validated
 //! the same way. Tests run real time with second-granularity schedules; each takes a few seconds.
 //!
-//! Below the engine, [`store_suite`] checks a [`fleetcron_core::Store`] itself: a backend implements
+//! Below the engine, [`mod@store_suite`] checks a [`fleetcron_core::Store`] itself: a backend implements
 //! [`store_suite::StoreHarness`] and expands every store case with [`store_suite!`]; the same harness
 //! gives the engine-level [`Backend`] ([`store_suite::StoreBackend`]).
 

@@ -190,7 +190,37 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Starts building a scheduler.
+    /// Starts building a scheduler: a strategy (the store), the tasks this worker runs and, optionally,
+    /// its worker id. [`Scheduler::run_until`] then registers the tasks and fires their slots.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fleetcron_core::{MemoryStore, MemoryStrategy, ScheduledTask, Scheduler};
+    /// use std::sync::Arc;
+    ///
+    /// let scheduler = Scheduler::builder()
+    ///     .strategy(MemoryStrategy::new(Arc::new(MemoryStore::new())))
+    ///     .worker_id("web-1")
+    ///     .task(
+    ///         ScheduledTask::builder("cache.warm")
+    ///             .schedule("*/5 * * * *")
+    ///             .handler(|_ctx| async { Ok(serde_json::Value::Null) })
+    ///             .build()?,
+    ///     )
+    ///     .build()?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let worker = tokio::spawn({
+    ///     let scheduler = scheduler.clone();
+    ///     async move { scheduler.run_until(stopped).await }
+    /// });
+    /// scheduler.ready().await; // every task registered, timers armed
+    /// let report = scheduler.task("cache.warm").await?.expect("registered");
+    /// assert_eq!(report.schedule, "*/5 * * * *");
+    /// let _ = stop.send(()); // graceful shutdown
+    /// worker.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> SchedulerBuilder {
         SchedulerBuilder {
             strategy: None,

@@ -51,12 +51,12 @@ async fn two_stores_serialise_200_increments<H: StoreHarness>(suite: &Suite<'_, 
     assert_one_run_per_fence(&*first, "counter", 200).await;
 }
 
-/// [`two_stores_serialise_200_increments`] of a task that is stored already.
+/// Two stores serialise 200 increments of a task that is stored already.
 pub async fn two_stores_serialise_200_increments_of_an_existing_task<H: StoreHarness>(suite: &Suite<'_, H>) {
     two_stores_serialise_200_increments(suite, true).await;
 }
 
-/// [`two_stores_serialise_200_increments`] of a task that does not exist yet (the first increment of
+/// Two stores serialise 200 increments of a task that does not exist yet (the first increment of
 /// each store races to create it).
 pub async fn two_stores_serialise_200_increments_of_a_new_task<H: StoreHarness>(suite: &Suite<'_, H>) {
     two_stores_serialise_200_increments(suite, false).await;

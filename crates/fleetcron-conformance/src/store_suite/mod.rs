@@ -108,7 +108,7 @@ pub struct Capabilities {
     pub persistent: bool,
     /// Every operation before [`Store::migrate`] fails with a `Config` error that says to migrate.
     pub refuses_before_migrate: bool,
-    /// A server store reached through [`StoreNamespace::upstream`], so the fault cases run through a
+    /// A server store reached through [`StoreHarness::upstream`], so the fault cases run through a
     /// [`FaultProxy`].
     pub proxy: bool,
     /// A batch in flight is a server transaction: when its connection is cut or stalls past the
