@@ -7,6 +7,9 @@ use std::sync::LazyLock;
 /// Server `TIME` plus each task's `doc` and `version`: the first round trip of a mutation.
 pub(crate) static READ_STATES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/read_states.lua")));
 
+/// [`READ_STATES`] for claims: leaves out the tasks whose high-water mark is at or after the claim's floor.
+pub(crate) static READ_CLAIMS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/read_claims.lua")));
+
 /// The version-guarded, all-or-nothing write of a batch of mutations.
 pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/commit.lua")));
 

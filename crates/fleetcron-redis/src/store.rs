@@ -4,7 +4,7 @@ use crate::codec::{self, EncodedRun, EncodedUpdate};
 use crate::error;
 use crate::keys::Keys;
 use crate::pubsub;
-use crate::scripts::{COMMIT, DUE, MIGRATE, PRUNE, READ_STATES, RUNS};
+use crate::scripts::{COMMIT, DUE, MIGRATE, PRUNE, READ_CLAIMS, READ_STATES, RUNS};
 use async_trait::async_trait;
 use fleetcron_core::store::frame::MonotonicClock;
 use fleetcron_core::store::{Decide, Mutation, Store};
@@ -155,8 +155,9 @@ impl Drop for RedisStore {
 struct Write {
     id: String,
     expected_version: i64,
-    /// The new document and its attention time (epoch ms, rounded up).
-    state: Option<(String, Option<i64>)>,
+    /// The new document, its attention time (epoch ms, rounded up) and its high-water mark (epoch ms,
+    /// rounded down: a claim's floor compares with it).
+    state: Option<(String, Option<i64>, i64)>,
     inserts: Vec<EncodedRun>,
     updates: Vec<EncodedUpdate>,
 }
@@ -171,7 +172,8 @@ impl Write {
             .state
             .map(|state| {
                 let attention = state.attention_at().map(codec::ceil_ms);
-                codec::encode_state(&state, id).map(|doc| (doc, attention))
+                let mark = state.high_water.timestamp_millis();
+                codec::encode_state(&state, id).map(|doc| (doc, attention, mark))
             })
             .transpose()?;
         Ok(Some(Self {
@@ -395,6 +397,39 @@ impl RedisStore {
         Ok((server_ms, states))
     }
 
+    /// [`Self::read_states`] for claims: the server's time, each task's document and version, or `None`
+    /// for a task whose stored mark is at or after its floor (already accounted: nothing sent).
+    async fn read_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+    ) -> Result<(i64, Vec<Option<(Option<Vec<u8>>, i64)>>), StoreError> {
+        const WHAT: &str = "reading task states for a claim";
+        let mut invocation = READ_CLAIMS.prepare_invoke();
+        for (id, floor) in ids.iter().zip(floors) {
+            invocation.key(self.keys.state(id)).arg(codec::ceil_ms(*floor));
+        }
+        let reply = self.script(WHAT, &invocation).await?;
+        let items = codec::array(&reply, WHAT)?;
+        if items.len() != 2 + 3 * ids.len() {
+            return Err(codec::unexpected(WHAT, &reply));
+        }
+        let server_ms = codec::time_ms(&items[0], &items[1])?;
+        let states = items[2..]
+            .chunks(3)
+            .zip(ids)
+            .map(|(triple, id)| {
+                if codec::integer(&triple[0], &format!("task {id}: accounted"))? == Some(1) {
+                    return Ok(None);
+                }
+                let doc = codec::text(&triple[1]).map(<[u8]>::to_vec);
+                let version = codec::integer(&triple[2], &format!("task {id}: version"))?.unwrap_or(0);
+                Ok(Some((doc, version)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((server_ms, states))
+    }
+
     /// Every task id with keys under the prefix, sorted.
     async fn task_ids(&self, what: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.manager.clone();
@@ -422,9 +457,13 @@ impl RedisStore {
         }
         invocation.arg(writes.len());
         for write in writes {
-            let (doc, attention) = match &write.state {
-                Some((doc, attention)) => (doc.as_str(), attention.map(|ms| ms.to_string()).unwrap_or_default()),
-                None => ("", String::new()),
+            let (doc, attention, mark) = match &write.state {
+                Some((doc, attention, mark)) => (
+                    doc.as_str(),
+                    attention.map(|ms| ms.to_string()).unwrap_or_default(),
+                    mark.to_string(),
+                ),
+                None => ("", String::new(), String::new()),
             };
             invocation
                 .arg(&write.id)
@@ -432,6 +471,7 @@ impl RedisStore {
                 .arg(if write.state.is_some() { "1" } else { "0" })
                 .arg(doc)
                 .arg(attention)
+                .arg(mark)
                 .arg(write.inserts.len());
             for insert in &write.inserts {
                 invocation
@@ -564,44 +604,32 @@ impl Store for RedisStore {
             return self.now().await;
         }
         let (server_ms, stored) = self.read_states(ids, "reading task states").await?;
-        let mut now = self.observe(server_ms)?;
-        let mut writes = Vec::new();
-        for (id, (doc, version)) in ids.iter().zip(stored) {
-            let state = decode(doc.as_deref(), id)?;
-            if let Some(write) = Write::new(id, version, decide(now, id, state.as_ref()))? {
-                writes.push(write);
+        self.decide_and_commit(ids.iter().zip(stored), server_ms, decide).await
+    }
+
+    /// Claims read only the documents of tasks not yet accounted up to their floor (see
+    /// `lua/read_claims.lua`); the rest is [`Store::mutate`].
+    async fn mutate_claims(
+        &self,
+        ids: &[String],
+        floors: &[Timestamp],
+        decide: &mut Decide<'_>,
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
+        if ids.is_empty() {
+            return Ok((self.now().await?, Vec::new()));
+        }
+        fleetcron_core::store::frame::check_floors(ids, floors)?;
+        let (server_ms, stored) = self.read_claims(ids, floors).await?;
+        let mut left_out = Vec::new();
+        let mut kept = Vec::with_capacity(ids.len());
+        for (id, stored) in ids.iter().zip(stored) {
+            match stored {
+                Some(stored) => kept.push((id, stored)),
+                None => left_out.push(id.clone()),
             }
         }
-        for _ in 0..MAX_COMMIT_ROUNDS {
-            if writes.is_empty() {
-                return Ok(now);
-            }
-            match self.commit(&writes).await? {
-                CommitReply::Committed => return Ok(now),
-                CommitReply::Duplicate { index, what, detail } => {
-                    return Err(self.duplicate(&writes[index], &what, &detail));
-                }
-                CommitReply::Conflict { server_ms, moved } => {
-                    // Decide again, on the current documents, for the tasks that moved; the others'
-                    // decisions stand (their versions are checked again by the next commit).
-                    now = self.observe(server_ms)?;
-                    let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
-                    for (index, doc, version) in moved {
-                        let Some(id) = slots[index].as_ref().map(|write| write.id.clone()) else {
-                            continue;
-                        };
-                        let state = decode(doc.as_deref(), &id)?;
-                        slots[index] = Write::new(&id, version, decide(now, &id, state.as_ref()))?;
-                    }
-                    writes = slots.into_iter().flatten().collect();
-                }
-            }
-        }
-        let moved: Vec<&str> = writes.iter().map(|write| write.id.as_str()).take(5).collect();
-        Err(StoreError::Unavailable(format!(
-            "Redis {}: tasks {moved:?} changed under this mutation {MAX_COMMIT_ROUNDS} times in a row; retry",
-            self.label
-        )))
+        let now = self.decide_and_commit(kept.into_iter(), server_ms, decide).await?;
+        Ok((now, left_out))
     }
 
     async fn load(&self, ids: Option<&[String]>) -> Result<(Timestamp, Vec<TaskState>), StoreError> {
@@ -718,5 +746,55 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(())
+    }
+}
+
+impl RedisStore {
+    /// Decides every task on its stored document (read at `server_ms`) and commits the batch, deciding
+    /// again the tasks another writer moved meanwhile.
+    async fn decide_and_commit<'i>(
+        &self,
+        stored: impl Iterator<Item = (&'i String, (Option<Vec<u8>>, i64))>,
+        server_ms: i64,
+        decide: &mut Decide<'_>,
+    ) -> Result<Timestamp, StoreError> {
+        let mut now = self.observe(server_ms)?;
+        let mut writes = Vec::new();
+        for (id, (doc, version)) in stored {
+            let state = decode(doc.as_deref(), id)?;
+            if let Some(write) = Write::new(id, version, decide(now, id, state.as_ref()))? {
+                writes.push(write);
+            }
+        }
+        for _ in 0..MAX_COMMIT_ROUNDS {
+            if writes.is_empty() {
+                return Ok(now);
+            }
+            match self.commit(&writes).await? {
+                CommitReply::Committed => return Ok(now),
+                CommitReply::Duplicate { index, what, detail } => {
+                    return Err(self.duplicate(&writes[index], &what, &detail));
+                }
+                CommitReply::Conflict { server_ms, moved } => {
+                    // Decide again, on the current documents, for the tasks that moved; the others'
+                    // decisions stand (their versions are checked again by the next commit).
+                    now = self.observe(server_ms)?;
+                    let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
+                    for (index, doc, version) in moved {
+                        let Some(id) = slots[index].as_ref().map(|write| write.id.clone()) else {
+                            continue;
+                        };
+                        let state = decode(doc.as_deref(), &id)?;
+                        slots[index] = Write::new(&id, version, decide(now, &id, state.as_ref()))?;
+                    }
+                    writes = slots.into_iter().flatten().collect();
+                }
+            }
+        }
+        let moved: Vec<&str> = writes.iter().map(|write| write.id.as_str()).take(5).collect();
+        Err(StoreError::Unavailable(format!(
+            "Redis {}: tasks {moved:?} changed under this mutation {MAX_COMMIT_ROUNDS} times in a row; retry",
+            self.label
+        )))
     }
 }

@@ -8,7 +8,8 @@
 --                    slot-key set (members '<slot_ms>:<attempt>'); run hashes are '<tag>:run:<run_id>',
 --                    derived from the state key, so every key of a task shares its hash tag.
 -- ARGV[1]            the number of tasks; then, for each task, in KEYS order:
---   id, expected version, has_state ('1' or '0'), doc, attention_ms ('' = none),
+--   id, expected version, has_state ('1' or '0'), doc, attention_ms ('' = none), mark ('' = none: the
+--   high-water mark in epoch ms rounded down, which read_claims.lua compares with a claim's floor),
 --   n_inserts, then per insert: run_id, slot key ('' = no slot), n_fields, field, value, ...
 --   n_updates, then per update: run_id, n_set, field, value, ..., n_del, field, ...
 --
@@ -32,10 +33,11 @@ for i = 1, count do
     has_state = ARGV[pos + 2] == '1',
     doc = ARGV[pos + 3],
     attention = ARGV[pos + 4],
+    mark = ARGV[pos + 5],
     inserts = {},
     updates = {},
   }
-  pos = pos + 5
+  pos = pos + 6
   local inserts = tonumber(ARGV[pos])
   pos = pos + 1
   for j = 1, inserts do
@@ -114,6 +116,9 @@ for i, task in ipairs(tasks) do
   -- Every write moves the version on (the check above proved it is still `expected`).
   if task.has_state then
     redis.call('HSET', state_key, 'version', task.expected + 1, 'doc', task.doc, 'attention_at', task.attention)
+    if task.mark ~= '' then
+      redis.call('HSET', state_key, 'mark', task.mark)
+    end
     if task.attention ~= task.previous_attention then
       if task.attention == '' then
         redis.call('ZREM', KEYS[2], task.id)

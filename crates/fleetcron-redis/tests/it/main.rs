@@ -141,6 +141,7 @@ impl StoreHarness for RedisHarness {
     type Namespace = Namespace;
     const CAPABILITIES: Capabilities = Capabilities {
         push: true,
+        claim_skipping: fleetcron_conformance::store_suite::ClaimSkipping::Exact,
         attention_order: AttentionOrder::MostOverdueFirst,
         refuses_before_migrate: false,
         server_transactions: false,
