@@ -9,6 +9,9 @@ const ER_CON_COUNT_ERROR: u16 = 1040;
 const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
 const ER_ACCESS_DENIED_ERROR: u16 = 1045;
 const ER_BAD_DB_ERROR: u16 = 1049;
+/// MariaDB's "access denied" when the account's authentication plugin refuses the login (for example
+/// a user unknown to it): as permanent as 1045.
+const ER_ACCESS_DENIED_NO_PASSWORD_ERROR: u16 = 1698;
 const ER_SERVER_SHUTDOWN: u16 = 1053;
 const ER_DUP_FIELDNAME: u16 = 1060;
 const ER_DUP_ENTRY: u16 = 1062;
@@ -96,9 +99,11 @@ fn describe(label: &str, what: &str, error: sqlx::Error) -> StoreError {
                     "MySQL store {label}: {what}: {message}: the fleetcron schema is missing; run `fleetcron \
                      migrate` (or Store::migrate) first"
                 )),
-                ER_ACCESS_DENIED_ERROR | ER_DBACCESS_DENIED_ERROR => StoreError::Config(format!(
-                    "MySQL store {label}: {what}: {message} (check the user, password and grants in the URL)"
-                )),
+                ER_ACCESS_DENIED_ERROR | ER_ACCESS_DENIED_NO_PASSWORD_ERROR | ER_DBACCESS_DENIED_ERROR => {
+                    StoreError::Config(format!(
+                        "MySQL store {label}: {what}: {message} (check the user, password and grants in the URL)"
+                    ))
+                }
                 ER_BAD_DB_ERROR => StoreError::Config(format!(
                     "MySQL store {label}: {what}: {message} (create the database first: CREATE DATABASE ...)"
                 )),
