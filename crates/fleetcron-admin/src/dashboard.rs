@@ -404,7 +404,7 @@ pub(crate) async fn task_fragment(
         html,
         "<dl class=\"facts\"><dt>Schedule</dt><dd>{words} <code>{pattern}</code> {tz}</dd>\
          <dt>Next runs</dt><dd>{next}</dd><dt>Last executed</dt><dd>{last}</dd>\
-         <dt>Last result</dt><dd>{result}</dd><dt>Running</dt><dd>{running}</dd>\
+         <dt>Last started</dt><dd>{started}</dd><dt>Last result</dt><dd>{result}</dd><dt>Running</dt><dd>{running}</dd>\
          <dt>Pending trigger</dt><dd>{pending}</dd><dt>Definition conflict</dt><dd>{conflict}</dd></dl>",
         words = escape(&task.schedule_description),
         pattern = escape(&task.schedule),
@@ -415,6 +415,7 @@ pub(crate) async fn task_fragment(
             next_runs.join(", ")
         },
         last = when(task.last_executed_at),
+        started = when(task.last_started_at),
         result = last_result_cell(&task, PAGE_TEXT),
         running = running_cell(&task),
         pending = when(task.pending_trigger),

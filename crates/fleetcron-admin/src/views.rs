@@ -70,11 +70,14 @@ pub struct TaskView {
     pub timezone: String,
     /// The schedule in words (croner's description), or why the pattern does not parse.
     pub schedule_description: String,
-    /// When a run last started.
+    /// When the last finished run ended, whatever its outcome (Vendure's `lastExecutedAt`).
     pub last_executed_at: Option<DateTime<Utc>>,
+    /// When a run last started, including one still running.
+    pub last_started_at: Option<DateTime<Utc>>,
     /// Whether a run holds a lease now (a disabled task may still be finishing a run).
     pub is_running: bool,
-    /// The last finished run's result (any JSON).
+    /// The last finished run's result (any JSON); `{"error": "<message>"}` when it ended with an error
+    /// and no value (Vendure's `lastResult` on failure).
     pub last_result: Option<serde_json::Value>,
     /// Whether slots run.
     pub enabled: bool,
@@ -101,7 +104,7 @@ pub struct TaskView {
 impl TaskView {
     /// The view of a report at `now` (for the next runs).
     pub fn of(report: TaskReport, now: Timestamp) -> Self {
-        let schedule = Schedule::parse(&report.schedule, &report.timezone);
+        let schedule = Schedule::parse_registered(&report.schedule, &report.timezone);
         let schedule_description = match &schedule {
             Ok(schedule) => schedule.describe(),
             Err(error) => format!("invalid schedule: {error}"),
@@ -122,6 +125,7 @@ impl TaskView {
             timezone: report.timezone,
             schedule_description,
             last_executed_at: report.last_executed_at,
+            last_started_at: report.last_started_at,
             is_running: report.is_running,
             last_result: report.last_result,
             enabled: report.enabled,

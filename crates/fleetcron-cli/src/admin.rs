@@ -207,7 +207,8 @@ fn show(report: &TaskReport) -> String {
         format!("schedule:         {} ({})", report.schedule, report.timezone),
         format!("enabled:          {}", report.enabled),
         format!("next run:         {}", time(report.next_run_at)),
-        format!("last started:     {}", time(report.last_executed_at)),
+        format!("last started:     {}", time(report.last_started_at)),
+        format!("last finished:    {}", time(report.last_executed_at)),
         format!(
             "last status:      {}",
             report.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string())
@@ -321,7 +322,7 @@ pub async fn tasks(command: TasksCommand) -> CliResult {
                             if r.enabled { "yes" } else { "no" }.to_owned(),
                             format!("{} {}", r.schedule, r.timezone),
                             time(r.next_run_at),
-                            time(r.last_executed_at),
+                            time(r.last_started_at),
                             status_of(r),
                             if r.pending_trigger.is_some() { "pending" } else { "-" }.to_owned(),
                         ]

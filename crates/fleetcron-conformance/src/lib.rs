@@ -107,6 +107,7 @@ macro_rules! conformance_tests {
             manual_triggers_coalesce,
             manual_trigger_refused_when_disabled_or_unknown,
             manual_trigger_survives_restart,
+            manual_execute_task_returns_its_run,
             disable_enable_fleet_wide,
             reports_and_history,
             retention_prunes_history,

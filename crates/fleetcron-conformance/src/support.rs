@@ -257,6 +257,23 @@ impl Worker {
         }
     }
 
+    /// Runs `future` on this worker's runtime (where its engine runs, as inside its process: handlers it
+    /// starts run there) and waits for its output.
+    pub async fn inside<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.runtime.lock().ok().and_then(|handle| handle.clone());
+        match handle {
+            Some(handle) => match handle.spawn(future).await {
+                Ok(output) => output,
+                Err(error) => panic!("worker {}: {error}", self.id),
+            },
+            None => panic!("worker {} has no runtime", self.id),
+        }
+    }
+
     /// This worker's scheduler (for admin calls through it).
     pub fn scheduler(&self) -> Scheduler {
         match self.scheduler.lock().ok().and_then(|slot| slot.clone()) {

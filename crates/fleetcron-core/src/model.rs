@@ -276,6 +276,18 @@ pub struct LastRun {
     pub error: Option<String>,
 }
 
+impl LastRun {
+    /// The run's result as a report shows it ([`TaskReport::last_result`]): its value, or
+    /// `{"error": message}` when it ended with an error and no value.
+    pub fn reported_result(&self) -> Option<Value> {
+        match (&self.result, &self.error) {
+            (Some(result), _) => Some(result.clone()),
+            (None, Some(error)) => Some(serde_json::json!({ "error": error })),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A worker registered a definition that differs from the stored one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionConflict {
@@ -403,11 +415,20 @@ pub struct TaskReport {
     pub schedule: String,
     /// IANA time zone.
     pub timezone: String,
-    /// When a run last started.
+    /// When the last finished run ended (store clock), whatever its outcome: Vendure's `lastExecutedAt`,
+    /// which its `DefaultSchedulerStrategy` sets when a run completes. `None` until a run has ended.
+    /// (Vendure leaves it unchanged when a run fails; here it always describes the same run as
+    /// `last_result`, `last_status` and `last_duration_ms`.)
     pub last_executed_at: Option<Timestamp>,
+    /// When a run of this task last started (store clock), including one still running.
+    #[serde(default)]
+    pub last_started_at: Option<Timestamp>,
     /// Whether a run holds a lease now (a disabled task may still be finishing a run).
     pub is_running: bool,
-    /// The last finished run's result.
+    /// The last finished run's result, as Vendure's `lastResult`: the handler's value when it succeeded;
+    /// when it ended with an error (failed, timed out, cancelled, abandoned) and no value,
+    /// `{"error": "<message>"}`, the shape Vendure's `DefaultSchedulerStrategy` stores on failure (the
+    /// message is also in `last_error`). `None` until a run has ended.
     pub last_result: Option<Value>,
     /// Whether slots run.
     pub enabled: bool,
@@ -434,7 +455,7 @@ impl TaskReport {
     /// Builds the report of a stored state, computing the next slot after `now`.
     pub fn from_state(state: &TaskState, now: Timestamp) -> Self {
         let next_run_at = if state.enabled {
-            crate::schedule::Schedule::parse(&state.definition.schedule, &state.definition.timezone)
+            crate::schedule::Schedule::parse_registered(&state.definition.schedule, &state.definition.timezone)
                 .ok()
                 .and_then(|schedule| schedule.next_after(now.max(state.high_water)))
         } else {
@@ -446,9 +467,10 @@ impl TaskReport {
             description: state.definition.description.clone(),
             schedule: state.definition.schedule.clone(),
             timezone: state.definition.timezone.clone(),
-            last_executed_at: state.last_started_at,
+            last_executed_at: last.map(|l| l.finished_at),
+            last_started_at: state.last_started_at,
             is_running: !state.running.is_empty(),
-            last_result: last.and_then(|l| l.result.clone()),
+            last_result: last.and_then(LastRun::reported_result),
             enabled: state.enabled,
             next_run_at,
             last_status: last.map(|l| l.status),

@@ -55,8 +55,24 @@ impl Schedule {
         Self::with_zone(pattern, timezone)
     }
 
-    /// Parses `pattern` for an already parsed zone.
+    /// Parses `pattern` for an already parsed zone. Besides croner's own checks, refuses what a user most
+    /// likely mistyped and croner would read otherwise (see [`check_familiar`]).
     pub fn with_zone(pattern: &str, timezone: Tz) -> Result<Self, ConfigError> {
+        check_familiar(pattern.trim()).map_err(|reason| ConfigError::InvalidSchedule {
+            pattern: pattern.to_owned(),
+            reason,
+        })?;
+        Self::interned(pattern, timezone)
+    }
+
+    /// Parses a definition already registered in the store, with croner's checks only: a pattern an
+    /// older version accepted stays readable (its report's next slot, the accounting of an enable).
+    /// User input goes through [`Schedule::parse`].
+    pub fn parse_registered(pattern: &str, timezone: &str) -> Result<Self, ConfigError> {
+        Self::interned(pattern, parse_timezone(timezone)?)
+    }
+
+    fn interned(pattern: &str, timezone: Tz) -> Result<Self, ConfigError> {
         let trimmed = pattern.trim();
         let key = (trimmed.to_owned(), timezone);
         if let Some(parsed) = interned()
@@ -229,6 +245,132 @@ impl Schedule {
     }
 }
 
+/// A field of a cron pattern: its name in messages, its values, and the names it takes.
+struct Field {
+    name: &'static str,
+    first: u32,
+    last: u32,
+    names: Option<&'static [&'static str]>,
+}
+
+const WEEKDAY_NAMES: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const MONTH_NAMES: &[&str] = &[
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// The six fields, seconds first (a 5-field pattern has the last five).
+const FIELDS: [Field; 6] = [
+    Field {
+        name: "second",
+        first: 0,
+        last: 59,
+        names: None,
+    },
+    Field {
+        name: "minute",
+        first: 0,
+        last: 59,
+        names: None,
+    },
+    Field {
+        name: "hour",
+        first: 0,
+        last: 23,
+        names: None,
+    },
+    Field {
+        name: "day-of-month",
+        first: 1,
+        last: 31,
+        names: None,
+    },
+    Field {
+        name: "month",
+        first: 1,
+        last: 12,
+        names: Some(MONTH_NAMES),
+    },
+    Field {
+        name: "day-of-week",
+        first: 0,
+        last: 6,
+        names: Some(WEEKDAY_NAMES),
+    },
+];
+
+/// Refuses, in croner's kind of message (the field, the item, why), what croner 4 accepts but a user
+/// most likely mistyped: a step larger than the field's range (croner fires it once: `*/61` minutes is
+/// minute 0 only), an empty list item (`1,,2`, `1,`, `,1`: croner drops it), and a month name outside
+/// the month field or a weekday name outside the day-of-week field (croner turns any name into its
+/// number wherever it stands: `0 0 * MON *` would run in January). Nicknames (`@daily`) and patterns
+/// of another length are left to croner. `?` is untouched: croner reads it as `*` in the two day
+/// fields and refuses it elsewhere.
+fn check_familiar(pattern: &str) -> Result<(), String> {
+    let parts: Vec<&str> = pattern.split_whitespace().collect();
+    let fields = match parts.len() {
+        6 => &FIELDS[..],
+        5 => &FIELDS[1..],
+        _ => return Ok(()),
+    };
+    if pattern.starts_with('@') {
+        return Ok(());
+    }
+    for (part, field) in parts.iter().zip(fields) {
+        let name = field.name;
+        // croner's `+` (day-of-month AND day-of-week) leads the day-of-week field.
+        let body = match field.names {
+            Some(names) if names == WEEKDAY_NAMES => part.strip_prefix('+').unwrap_or(part),
+            _ => part,
+        };
+        if body.split(',').any(str::is_empty) {
+            return Err(format!(
+                "the {name} field {} has an empty list item (a stray comma)",
+                crate::limits::echo(part)
+            ));
+        }
+        for item in body.split(',') {
+            let upper = item.to_ascii_uppercase();
+            for (names, kind, home) in [
+                (WEEKDAY_NAMES, "weekday", "day-of-week"),
+                (MONTH_NAMES, "month", "month"),
+            ] {
+                if field.names == Some(names) {
+                    continue;
+                }
+                if let Some(found) = names.iter().find(|candidate| upper.contains(*candidate)) {
+                    return Err(format!(
+                        "the {name} field {} holds the {kind} name {found}: {kind} names belong in the {home} field",
+                        crate::limits::echo(item)
+                    ));
+                }
+            }
+            let step = item
+                .split_once('/')
+                .and_then(|(_, step)| step.split('#').next())
+                .and_then(|step| step.parse::<u32>().ok());
+            let values = field.last - field.first + 1;
+            if let Some(step) = step.filter(|step| *step > values) {
+                return Err(format!(
+                    "the {name} field {} has step {step}, larger than the field's {values} values ({}-{}): it would \
+                     fire once per {}",
+                    crate::limits::echo(item),
+                    field.first,
+                    field.last,
+                    match name {
+                        "second" => "minute",
+                        "minute" => "hour",
+                        "hour" => "day",
+                        "day-of-month" => "month",
+                        "month" => "year",
+                        _ => "week",
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses an IANA time zone name such as `Europe/Berlin` or `UTC`.
 pub fn parse_timezone(name: &str) -> Result<Tz, ConfigError> {
     name.trim()
@@ -390,6 +532,95 @@ mod tests {
             Schedule::parse("0 0 30 2 *", "UTC"),
             Err(ConfigError::InvalidSchedule { .. })
         ));
+    }
+
+    /// Patterns a user most likely mistyped, which croner 4 alone accepts (a step over the field's range
+    /// fires once; an empty list item is dropped; a name in the wrong field becomes a number there) or
+    /// rejects without naming the field: each error names the field and the offending item.
+    #[test]
+    fn mistyped_patterns_name_the_field_and_the_item() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("*/61 * * * *", "minute", "*/61"),
+            ("*/61 * * * * *", "second", "*/61"),
+            ("0 */61 * * * *", "minute", "*/61"),
+            ("0-59/61 * * * *", "minute", "0-59/61"),
+            ("0 */25 * * *", "hour", "*/25"),
+            ("0 0 */32 * *", "day-of-month", "*/32"),
+            ("0 0 1 */13 *", "month", "*/13"),
+            ("0 0 * * */8", "day-of-week", "*/8"),
+            ("1,,2 * * * *", "minute", "1,,2"),
+            ("1, * * * *", "minute", "1,"),
+            (",1 * * * *", "minute", ",1"),
+            ("0 0 1,,15 * *", "day-of-month", "1,,15"),
+            ("0 0 * * MON,", "day-of-week", "MON,"),
+            ("0 0 * * JAN", "day-of-week", "JAN"),
+            ("0 0 * * mon,jul", "day-of-week", "jul"),
+            ("0 0 * MON *", "month", "MON"),
+            ("0 0 * SAT-SUN *", "month", "SAT-SUN"),
+            ("0 0 * * DEC", "day-of-week", "DEC"),
+            ("0 MON * * *", "hour", "MON"),
+        ];
+        for (pattern, field, item) in cases {
+            match Schedule::parse(pattern, "UTC") {
+                Err(ConfigError::InvalidSchedule { reason, .. }) => assert!(
+                    reason.contains(&format!("{field} field")) && reason.contains(&format!("\"{item}\"")),
+                    "{pattern}: {reason}"
+                ),
+                other => panic!("{pattern} must be refused, got {other:?}"),
+            }
+        }
+        // A definition an older version registered stays readable from the store, and reading it first
+        // does not let user input through the shared cache of parsed patterns.
+        assert!(Schedule::parse_registered("1, * * * *", "UTC").is_ok());
+        assert!(Schedule::parse("1, * * * *", "UTC").is_err());
+    }
+
+    /// Everything croner reads as intended stays accepted, with the same slots: 5 and 6 fields, names,
+    /// ranges, steps up to the field's size, `L`, `W`, `#`, `?` (croner's wildcard in the day fields),
+    /// `+` (croner's day AND) and nicknames.
+    #[test]
+    fn familiar_patterns_keep_their_slots() {
+        let from = utc(2026, 1, 1, 0, 0, 0); // a Thursday
+        let cases: &[(&str, &[DateTime<Utc>])] = &[
+            ("*/59 * * * *", &[utc(2026, 1, 1, 0, 59, 0), utc(2026, 1, 1, 1, 0, 0)]),
+            ("*/60 * * * *", &[utc(2026, 1, 1, 1, 0, 0), utc(2026, 1, 1, 2, 0, 0)]),
+            ("*/59 * * * * *", &[utc(2026, 1, 1, 0, 0, 59), utc(2026, 1, 1, 0, 1, 0)]),
+            ("0 */23 * * *", &[utc(2026, 1, 1, 23, 0, 0), utc(2026, 1, 2, 0, 0, 0)]),
+            ("0 0 */31 * *", &[utc(2026, 2, 1, 0, 0, 0), utc(2026, 3, 1, 0, 0, 0)]),
+            ("0 0 1 */12 *", &[utc(2027, 1, 1, 0, 0, 0), utc(2028, 1, 1, 0, 0, 0)]),
+            ("0 0 * * */7", &[utc(2026, 1, 4, 0, 0, 0), utc(2026, 1, 11, 0, 0, 0)]),
+            ("0 0 ? * MON", &[utc(2026, 1, 5, 0, 0, 0), utc(2026, 1, 12, 0, 0, 0)]),
+            ("0 0 1 * ?", &[utc(2026, 2, 1, 0, 0, 0), utc(2026, 3, 1, 0, 0, 0)]),
+            ("0 0 ? * ?", &[utc(2026, 1, 2, 0, 0, 0), utc(2026, 1, 3, 0, 0, 0)]),
+            (
+                "0 0 0 ? JAN,jul sun",
+                &[utc(2026, 1, 4, 0, 0, 0), utc(2026, 1, 11, 0, 0, 0)],
+            ),
+            (
+                "0 0 * FEB-MAR MON-FRI",
+                &[utc(2026, 2, 2, 0, 0, 0), utc(2026, 2, 3, 0, 0, 0)],
+            ),
+            ("0 0 * * SAT-SUN", &[utc(2026, 1, 3, 0, 0, 0), utc(2026, 1, 4, 0, 0, 0)]),
+            (
+                "0 9-17/4 * * 1-5",
+                &[utc(2026, 1, 1, 9, 0, 0), utc(2026, 1, 1, 13, 0, 0)],
+            ),
+            ("5,10 0 * * *", &[utc(2026, 1, 1, 0, 5, 0), utc(2026, 1, 1, 0, 10, 0)]),
+            ("0 12 L * *", &[utc(2026, 1, 31, 12, 0, 0), utc(2026, 2, 28, 12, 0, 0)]),
+            ("0 0 LW * *", &[utc(2026, 1, 30, 0, 0, 0), utc(2026, 2, 27, 0, 0, 0)]),
+            ("0 9 15W * *", &[utc(2026, 1, 15, 9, 0, 0), utc(2026, 2, 16, 9, 0, 0)]),
+            ("0 9 * * FRI#2", &[utc(2026, 1, 9, 9, 0, 0), utc(2026, 2, 13, 9, 0, 0)]),
+            ("0 9 * * 5L", &[utc(2026, 1, 30, 9, 0, 0), utc(2026, 2, 27, 9, 0, 0)]),
+            ("0 0 13 * +FRI", &[utc(2026, 2, 13, 0, 0, 0), utc(2026, 3, 13, 0, 0, 0)]),
+            ("@weekly", &[utc(2026, 1, 4, 0, 0, 0), utc(2026, 1, 11, 0, 0, 0)]),
+        ];
+        for (pattern, expected) in cases {
+            let schedule = match Schedule::parse(pattern, "UTC") {
+                Ok(schedule) => schedule,
+                Err(error) => panic!("{pattern} must be accepted: {error}"),
+            };
+            assert_eq!(&schedule.upcoming(from, expected.len()), expected, "pattern {pattern}");
+        }
     }
 
     mod properties {

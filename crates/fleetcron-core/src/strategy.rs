@@ -32,9 +32,9 @@ use std::sync::Arc;
 pub enum ExecuteOutcome {
     /// This worker claimed the firing and started the handler.
     Started {
-        /// The run id.
+        /// The run id (the history row's).
         run_id: String,
-        /// The fence of the claim.
+        /// The fence of the claim (the history row's).
         fence: u64,
     },
     /// The slot was already accounted for (another worker claimed, skipped or missed it).
@@ -98,7 +98,9 @@ pub trait SchedulerStrategy: Send + Sync + 'static {
     }
 
     /// Claims the firing for this worker and, if the claim wins, starts the handler. Returns once the
-    /// claim is decided; the handler runs in the background.
+    /// claim is decided; the handler runs in the background. [`ExecuteOutcome::Started`] carries the run
+    /// id and fence of the run started, as its history row and the handler's `TaskContext` have them —
+    /// for a manual firing too (the trigger's run, or the pending work that started ahead of it).
     async fn execute_task(&self, task: &ScheduledTask, firing: Firing) -> Result<ExecuteOutcome, SchedulerError>;
 
     /// Executes the firings that fell due at the same instant. The default polls every `execute_task`

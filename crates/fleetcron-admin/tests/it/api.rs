@@ -68,6 +68,7 @@ pub async fn scenario(backend: Backend) -> Vec<Exchange> {
         "timezone",
         "schedule_description",
         "last_executed_at",
+        "last_started_at",
         "is_running",
         "last_result",
         "enabled",
@@ -171,6 +172,9 @@ pub async fn scenario(backend: Backend) -> Vec<Exchange> {
         task["last_executed_at"].is_string() && task["last_duration_ms"].is_i64(),
         "{task}"
     );
+    // Vendure's meaning: executed = the run's end; the start is its own field.
+    assert_eq!(task["last_executed_at"], runs[0]["finished_at"], "{task}");
+    assert_eq!(task["last_started_at"], runs[0]["started_at"], "{task}");
     // A failing task: its error (markup included) comes back as text.
     assert_eq!(client.post("/api/tasks/flaky/trigger", Some(ADMIN), None).await.0, 202);
     let failed = wait_for_runs(&client, "flaky", "failed", 1).await;
@@ -178,6 +182,9 @@ pub async fn scenario(backend: Backend) -> Vec<Exchange> {
         .as_str()
         .unwrap_or_default()
         .contains("<b>not bold</b>"));
+    // On failure the last result carries the error, as Vendure's does.
+    let (_, flaky) = client.get("/api/tasks/flaky", Some(READ)).await;
+    assert_eq!(flaky["last_result"], json!({ "error": failed[0]["error"] }), "{flaky}");
     assert_eq!(
         client.get("/api/tasks/flaky/runs?status=succeeded", Some(READ)).await.1["runs"],
         json!([])

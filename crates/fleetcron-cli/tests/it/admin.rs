@@ -53,6 +53,7 @@ fn admin_commands_on_a_sqlite_store() {
         "schedule",
         "timezone",
         "last_executed_at",
+        "last_started_at",
         "is_running",
         "last_result",
         "enabled",
@@ -89,6 +90,20 @@ fn admin_commands_on_a_sqlite_store() {
             .iter()
             .any(|r| r["kind"] == "manual" && r["status"] == "succeeded")
     });
+    // `last_executed_at` is when the last run finished (Vendure's meaning); `last_started_at` its start.
+    let manual = runs(&url, "yearly")
+        .into_iter()
+        .find(|r| r["kind"] == "manual")
+        .expect("the manual run");
+    let yearly = admin_json(&["tasks", "show", "yearly"], &url);
+    assert_eq!(yearly["last_executed_at"], manual["finished_at"], "{yearly}");
+    assert_eq!(yearly["last_started_at"], manual["started_at"], "{yearly}");
+    let shown = run(&["tasks", "show", "yearly", "--store", &url], T);
+    assert!(
+        shown.stdout.contains("last started:     20") && shown.stdout.contains("last finished:    20"),
+        "{}",
+        shown.stdout
+    );
 
     let disable = run(
         &[

@@ -317,6 +317,38 @@ fn invalid_input_exits_2_with_one_clear_line() {
     }
 }
 
+/// A mistyped pattern (which croner alone would read as something else) gets the same message, naming
+/// the field and the item, from `schedule next` and from the daemon's `--check`, and both exit 2.
+#[test]
+fn schedule_next_and_the_config_check_refuse_mistyped_patterns_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&str, &str)] = &[
+        ("*/61 * * * *", "the minute field \"*/61\" has step 61"),
+        ("0 */25 * * *", "the hour field \"*/25\" has step 25"),
+        ("0 0 * * */8", "the day-of-week field \"*/8\" has step 8"),
+        ("1,,2 * * * *", "the minute field \"1,,2\" has an empty list item"),
+        ("0 0 * MON *", "the month field \"MON\" holds the weekday name MON"),
+        ("0 0 * * JAN", "the day-of-week field \"JAN\" holds the month name JAN"),
+    ];
+    for (index, (pattern, fragment)) in cases.iter().enumerate() {
+        let next = run(&["schedule", "next", pattern], TIMEOUT);
+        assert_eq!(next.code(), Some(2), "{pattern}: {}", next.stderr);
+        assert!(next.stderr.contains(fragment), "{pattern}: {}", next.stderr);
+        let message = next.stderr.trim_end().trim_start_matches("error: ");
+        let path = dir.path().join(format!("case{index}.toml"));
+        let text = format!("[[task]]\nid = \"t\"\nschedule = \"{pattern}\"\nshell = \"true\"\n");
+        std::fs::write(&path, text).expect("write config");
+        let config = path.to_str().expect("utf-8 path");
+        let check = run(&["run", "--config", config, "--check"], TIMEOUT);
+        assert_eq!(check.code(), Some(2), "{pattern}: {}", check.stderr);
+        assert!(
+            check.stderr.contains(&format!("3:12: task[0].schedule: {message}")),
+            "{pattern}: schedule next said {message:?}, --check said {:?}",
+            check.stderr
+        );
+    }
+}
+
 #[test]
 fn explain_describes_and_previews() {
     let output = run(

@@ -142,6 +142,14 @@ pub async fn reports_and_history<B: Backend>(backend: &B) {
     let runs = history(&admin, "reported").await;
     let started = started_rows(&runs);
     assert!(started.len() >= 2);
+    // Vendure's `lastExecutedAt` is when the last run finished; its start is `last_started_at` (400 ms
+    // earlier here, so the two cannot be confused).
+    let newest = started.last().map(|run| (run.started_at, run.finished_at));
+    assert_eq!(
+        newest,
+        Some((report.last_started_at, report.last_executed_at)),
+        "{report:?}"
+    );
     for pair in started.windows(2) {
         assert!(pair[1].fence > pair[0].fence, "the fence grows with every claim");
     }

@@ -39,8 +39,8 @@ pub use results::{
     timeout_cancels_handler,
 };
 pub use triggers::{
-    manual_trigger_refused_when_disabled_or_unknown, manual_trigger_runs_once, manual_trigger_survives_restart,
-    manual_trigger_waits_behind_running_run, manual_triggers_coalesce,
+    manual_execute_task_returns_its_run, manual_trigger_refused_when_disabled_or_unknown, manual_trigger_runs_once,
+    manual_trigger_survives_restart, manual_trigger_waits_behind_running_run, manual_triggers_coalesce,
 };
 
 use crate::support::{fast_config, recorded, Recorder, TaskFactory};

@@ -107,6 +107,15 @@ pub async fn handler_error_and_panic_are_failures<B: Backend>(backend: &B) {
     .await;
     assert!(done, "both runs must be recorded failed");
     assert_eq!(history(&admin, "fails").await[0].error.as_deref(), Some("boom"));
+    // The report carries the error in `last_result` the way Vendure's does, and in `last_error`.
+    let report = must(admin.get_task("fails").await, "report");
+    assert!(
+        report
+            .as_ref()
+            .is_some_and(|report| report.last_result == Some(json!({ "error": "boom" }))
+                && report.last_error.as_deref() == Some("boom")),
+        "{report:?}"
+    );
     let panicked = history(&admin, "panics").await;
     assert!(
         panicked[0]

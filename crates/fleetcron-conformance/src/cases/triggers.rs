@@ -1,10 +1,10 @@
 //! Manual triggers: run once, wait behind a running run, coalesce, are refused for unknown or disabled
-//! tasks, and survive a restart.
+//! tasks, survive a restart, and a manual firing's `execute_task` names the run it started.
 
 use super::{factory, manual_task, must, setup};
-use crate::support::{count_status, eventually, history, Recorder, Worker, WorkerOptions};
+use crate::support::{count_status, eventually, fast_config, history, Recorder, Worker, WorkerOptions};
 use crate::Backend;
-use fleetcron_core::{RunKind, RunQuery, RunStatus, SchedulerError, UpdateScheduledTaskInput};
+use fleetcron_core::{ExecuteOutcome, Firing, RunKind, RunQuery, RunStatus, SchedulerError, UpdateScheduledTaskInput};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -195,5 +195,73 @@ pub async fn manual_trigger_survives_restart<B: Backend>(backend: &B) {
     );
     let runs = history(&admin, "durable").await;
     assert_eq!(runs[0].trigger_id.as_deref(), Some(receipt.trigger_id.as_str()));
+    worker.stop().await;
+}
+
+/// `execute_task` with a manual firing returns the run id and fence of the run it started — those of
+/// its history row and of the handler's context — not placeholders.
+pub async fn manual_execute_task_returns_its_run<B: Backend>(backend: &B) {
+    let (namespace, admin) = setup(backend).await;
+    let recorder = Recorder::new();
+    let make = {
+        let recorder = recorder.clone();
+        factory(move || vec![manual_task("direct", &recorder, |_| async { Ok(Value::Null) })])
+    };
+    // The worker polls rarely, so the firing below finds the trigger pending; a store that pushes
+    // triggers can still wake the worker's poll loop first, and then the case triggers again.
+    let options = WorkerOptions {
+        config: fast_config().poll_interval(Duration::from_secs(3600)),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::start("w", &namespace, make.clone(), options).await;
+    let strategy = worker.scheduler().strategy().clone();
+    let Some(task) = make().pop() else {
+        panic!("the factory builds the task")
+    };
+    let mut started = None;
+    for _ in 0..20 {
+        let receipt = must(admin.trigger_task("direct").await, "trigger");
+        let firing = Firing::Manual {
+            trigger: receipt.trigger_id.clone(),
+        };
+        let outcome = {
+            let (strategy, task) = (strategy.clone(), task.clone());
+            worker
+                .inside(async move { strategy.execute_task(&task, firing).await })
+                .await
+        };
+        let ran = eventually(Duration::from_secs(3), || async {
+            history(&admin, "direct").await.iter().any(|run| {
+                run.trigger_id.as_deref() == Some(receipt.trigger_id.as_str()) && run.status == RunStatus::Succeeded
+            })
+        })
+        .await;
+        assert!(ran, "the trigger {} must run", receipt.trigger_id);
+        match must(outcome, "execute_task") {
+            ExecuteOutcome::Started { run_id, fence } => {
+                started = Some((receipt.trigger_id, run_id, fence));
+                break;
+            }
+            // The worker's own poll loop started it first.
+            ExecuteOutcome::NothingToRun => {}
+            other => panic!("a manual firing of a pending trigger: {other:?}"),
+        }
+    }
+    let Some((trigger_id, run_id, fence)) = started else {
+        panic!("in 20 triggers, no manual firing started its trigger")
+    };
+    let runs = history(&admin, "direct").await;
+    let row = runs
+        .iter()
+        .find(|run| run.trigger_id.as_deref() == Some(trigger_id.as_str()));
+    assert!(
+        row.is_some_and(|row| row.run_id == run_id && row.fence == fence && row.kind == RunKind::Manual),
+        "execute_task returned run {run_id:?} fence {fence}; history: {row:?}"
+    );
+    let seen = recorder.of("direct");
+    assert!(
+        seen.iter().any(|event| event.run_id == run_id && event.fence == fence),
+        "the handler ran as run {run_id:?} fence {fence}: {seen:?}"
+    );
     worker.stop().await;
 }

@@ -725,7 +725,9 @@ impl<'a> Decision<'a> {
         }
         self.changed = true;
         if enabled {
-            if let Ok(schedule) = Schedule::parse(&self.state.definition.schedule, &self.state.definition.timezone) {
+            if let Ok(schedule) =
+                Schedule::parse_registered(&self.state.definition.schedule, &self.state.definition.timezone)
+            {
                 let previous_mark = self.state.high_water;
                 self.account(&schedule, previous_mark, self.now, RunStatus::Skipped, REASON_DISABLED);
             }

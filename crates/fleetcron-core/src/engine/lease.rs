@@ -5,10 +5,12 @@ use super::*;
 
 impl<S: Store> Engine<S> {
     /// Reaps expired leases and starts pending work of these tasks on this worker.
-    pub(super) async fn attend(self: &Arc<Self>, ids: Vec<String>) -> Result<usize, StoreError> {
+    /// Reaps the expired leases of these tasks and starts their pending work on this worker; returns
+    /// the leases of the runs it started, by task id (what `execute_task` reports for a manual firing).
+    pub(super) async fn attend(self: &Arc<Self>, ids: Vec<String>) -> Result<Vec<(String, RunLease)>, StoreError> {
         let ids: Vec<String> = ids.into_iter().filter(|id| self.task(id).is_some()).collect();
         if ids.is_empty() || self.stopping.is_cancelled() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let config = self.decide_config();
         let (_, results) = self
@@ -27,15 +29,15 @@ impl<S: Store> Engine<S> {
                 },
             )
             .await?;
-        let mut count = 0;
+        let mut leases = Vec::new();
         for (id, (started, ended)) in results {
             self.stop_local(&ended, StopReason::LeaseLost);
             if let Some(task) = self.task(&id) {
-                count += started.len();
+                leases.extend(started.iter().map(|lease| (id.clone(), lease.clone())));
                 self.spawn_runs(&task, started);
             }
         }
-        Ok(count)
+        Ok(leases)
     }
 
     pub(super) async fn poll_loop(self: Arc<Self>) {

@@ -191,15 +191,20 @@ impl<S: Store> SchedulerStrategy for EngineStrategy<S> {
                 .pop()
                 .unwrap_or(Err(SchedulerError::NotRunning))
                 .map(execute_outcome),
-            Firing::Manual { .. } => {
+            Firing::Manual { trigger } => {
                 let started = engine.attend(vec![task.id().to_owned()]).await.map_err(store_error)?;
-                Ok(if started > 0 {
-                    ExecuteOutcome::Started {
-                        run_id: String::new(),
-                        fence: 0,
-                    }
-                } else {
-                    ExecuteOutcome::NothingToRun
+                // The run of this trigger if it started; else whatever pending work started first in line
+                // (a retry or a buffered slot waits ahead of a trigger).
+                let lease = started
+                    .iter()
+                    .find(|(_, lease)| lease.trigger_id.as_deref() == Some(trigger.as_str()))
+                    .or_else(|| started.first());
+                Ok(match lease {
+                    Some((_, lease)) => ExecuteOutcome::Started {
+                        run_id: lease.run_id.clone(),
+                        fence: lease.fence,
+                    },
+                    None => ExecuteOutcome::NothingToRun,
                 })
             }
         }
