@@ -56,7 +56,8 @@ impl Schedule {
     }
 
     /// Parses `pattern` for an already parsed zone. Besides croner's own checks, refuses what a user most
-    /// likely mistyped and croner would read otherwise (see [`check_familiar`]).
+    /// likely mistyped and croner would read otherwise: a step beyond its field, an empty list item, a
+    /// name in the wrong field.
     pub fn with_zone(pattern: &str, timezone: Tz) -> Result<Self, ConfigError> {
         check_familiar(pattern.trim()).map_err(|reason| ConfigError::InvalidSchedule {
             pattern: pattern.to_owned(),
