@@ -160,6 +160,9 @@ struct Write {
     state: Option<(String, Option<i64>, i64)>,
     inserts: Vec<EncodedRun>,
     updates: Vec<EncodedUpdate>,
+    /// For a claim, the earliest slot it wants (epoch ms, rounded up): when the task moved meanwhile
+    /// and its mark reached this, the commit reports it accounted instead of sending its document.
+    floor: Option<i64>,
 }
 
 impl Write {
@@ -179,6 +182,7 @@ impl Write {
         Ok(Some(Self {
             id: id.to_owned(),
             expected_version,
+            floor: None,
             state,
             inserts: mutation
                 .insert_runs
@@ -199,6 +203,8 @@ enum CommitReply {
     Committed,
     /// Nothing was written: these tasks (indexes into the batch) moved; their current document and
     /// version, and the server's time.
+    /// Nothing written: these writes' tasks moved (index, current doc and version; version -1 and no
+    /// doc for a claim whose task is now accounted up to its floor).
     Conflict {
         server_ms: i64,
         moved: Vec<(usize, Option<Vec<u8>>, i64)>,
@@ -472,6 +478,7 @@ impl RedisStore {
                 .arg(doc)
                 .arg(attention)
                 .arg(mark)
+                .arg(write.floor.map(|ms| ms.to_string()).unwrap_or_default())
                 .arg(write.inserts.len());
             for insert in &write.inserts {
                 invocation
@@ -604,7 +611,10 @@ impl Store for RedisStore {
             return self.now().await;
         }
         let (server_ms, stored) = self.read_states(ids, "reading task states").await?;
-        self.decide_and_commit(ids.iter().zip(stored), server_ms, decide).await
+        let stored = ids.iter().zip(stored).map(|(id, stored)| (id, stored, None));
+        self.decide_and_commit(stored, server_ms, decide)
+            .await
+            .map(|(now, _)| now)
     }
 
     /// Claims read only the documents of tasks not yet accounted up to their floor (see
@@ -622,13 +632,14 @@ impl Store for RedisStore {
         let (server_ms, stored) = self.read_claims(ids, floors).await?;
         let mut left_out = Vec::new();
         let mut kept = Vec::with_capacity(ids.len());
-        for (id, stored) in ids.iter().zip(stored) {
+        for ((id, stored), floor) in ids.iter().zip(stored).zip(floors) {
             match stored {
-                Some(stored) => kept.push((id, stored)),
+                Some(stored) => kept.push((id, stored, Some(codec::ceil_ms(*floor)))),
                 None => left_out.push(id.clone()),
             }
         }
-        let now = self.decide_and_commit(kept.into_iter(), server_ms, decide).await?;
+        let (now, accounted) = self.decide_and_commit(kept.into_iter(), server_ms, decide).await?;
+        left_out.extend(accounted);
         Ok((now, left_out))
     }
 
@@ -752,26 +763,30 @@ impl Store for RedisStore {
 impl RedisStore {
     /// Decides every task on its stored document (read at `server_ms`) and commits the batch, deciding
     /// again the tasks another writer moved meanwhile.
+    /// Returns the store time and, for claims (a floor given), the ids of tasks found accounted up to
+    /// their floor when a commit met them moved: left out, as [`Store::mutate_claims`] allows.
     async fn decide_and_commit<'i>(
         &self,
-        stored: impl Iterator<Item = (&'i String, (Option<Vec<u8>>, i64))>,
+        stored: impl Iterator<Item = (&'i String, (Option<Vec<u8>>, i64), Option<i64>)>,
         server_ms: i64,
         decide: &mut Decide<'_>,
-    ) -> Result<Timestamp, StoreError> {
+    ) -> Result<(Timestamp, Vec<String>), StoreError> {
         let mut now = self.observe(server_ms)?;
         let mut writes = Vec::new();
-        for (id, (doc, version)) in stored {
+        let mut accounted = Vec::new();
+        for (id, (doc, version), floor) in stored {
             let state = decode(doc.as_deref(), id)?;
-            if let Some(write) = Write::new(id, version, decide(now, id, state.as_ref()))? {
+            if let Some(mut write) = Write::new(id, version, decide(now, id, state.as_ref()))? {
+                write.floor = floor;
                 writes.push(write);
             }
         }
         for _ in 0..MAX_COMMIT_ROUNDS {
             if writes.is_empty() {
-                return Ok(now);
+                return Ok((now, accounted));
             }
             match self.commit(&writes).await? {
-                CommitReply::Committed => return Ok(now),
+                CommitReply::Committed => return Ok((now, accounted)),
                 CommitReply::Duplicate { index, what, detail } => {
                     return Err(self.duplicate(&writes[index], &what, &detail));
                 }
@@ -781,11 +796,21 @@ impl RedisStore {
                     now = self.observe(server_ms)?;
                     let mut slots: Vec<Option<Write>> = writes.into_iter().map(Some).collect();
                     for (index, doc, version) in moved {
-                        let Some(id) = slots[index].as_ref().map(|write| write.id.clone()) else {
+                        let Some((id, floor)) = slots[index].as_ref().map(|write| (write.id.clone(), write.floor))
+                        else {
                             continue;
                         };
+                        if version < 0 && floor.is_some() {
+                            // Another worker accounted the slots this claim wanted: nothing to decide.
+                            slots[index] = None;
+                            accounted.push(id);
+                            continue;
+                        }
                         let state = decode(doc.as_deref(), &id)?;
-                        slots[index] = Write::new(&id, version, decide(now, &id, state.as_ref()))?;
+                        slots[index] = Write::new(&id, version, decide(now, &id, state.as_ref()))?.map(|mut write| {
+                            write.floor = floor;
+                            write
+                        });
                     }
                     writes = slots.into_iter().flatten().collect();
                 }

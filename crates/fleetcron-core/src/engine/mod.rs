@@ -306,6 +306,12 @@ impl<S: Store> Engine<S> {
             match outcome {
                 Ok((now, left_out)) => {
                     self.observe(sent, now);
+                    // A store may leave out a task after deciding it (an optimistic store that found it
+                    // accounted when committing): that decision was not written.
+                    for id in &left_out {
+                        written.remove(id);
+                        results.remove(id);
+                    }
                     for (task, tally) in &written {
                         tally.committed(self.metrics_store, task);
                     }

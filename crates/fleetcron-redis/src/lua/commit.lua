@@ -10,6 +10,7 @@
 -- ARGV[1]            the number of tasks; then, for each task, in KEYS order:
 --   id, expected version, has_state ('1' or '0'), doc, attention_ms ('' = none), mark ('' = none: the
 --   high-water mark in epoch ms rounded down, which read_claims.lua compares with a claim's floor),
+--   floor ('' = not a claim: a claim's earliest wanted slot in epoch ms, rounded up),
 --   n_inserts, then per insert: run_id, slot key ('' = no slot), n_fields, field, value, ...
 --   n_updates, then per update: run_id, n_set, field, value, ..., n_del, field, ...
 --
@@ -18,7 +19,10 @@
 --   {'conflict', sec, usec, i, doc, version, ...}       nothing was written: task i (1-based) changed
 --                                                       since it was read (its current doc and version,
 --                                                       and the server's TIME, so the caller can decide
---                                                       again without another round trip);
+--                                                       again without another round trip); for a claim
+--                                                       whose task's mark is now at or after its floor,
+--                                                       doc is nil and version -1 (accounted: nothing to
+--                                                       decide, no document sent);
 --   {'duplicate', i, what, detail}                      nothing was written: a new run of task i hits a
 --                                                       unique key ('slot' with the slot key, or 'run'
 --                                                       with the run id).
@@ -34,10 +38,11 @@ for i = 1, count do
     doc = ARGV[pos + 3],
     attention = ARGV[pos + 4],
     mark = ARGV[pos + 5],
+    floor = tonumber(ARGV[pos + 6]),
     inserts = {},
     updates = {},
   }
-  pos = pos + 6
+  pos = pos + 7
   local inserts = tonumber(ARGV[pos])
   pos = pos + 1
   for j = 1, inserts do
@@ -85,10 +90,16 @@ if #conflicts > 0 then
   local time = redis.call('TIME')
   local reply = {'conflict', time[1], time[2]}
   for _, i in ipairs(conflicts) do
-    local fields = redis.call('HMGET', KEYS[3 * i], 'doc', 'version')
+    local mark = tonumber(redis.call('HGET', KEYS[3 * i], 'mark') or '')
     reply[#reply + 1] = i
-    reply[#reply + 1] = fields[1]
-    reply[#reply + 1] = fields[2]
+    if tasks[i].floor and mark and mark >= tasks[i].floor then
+      reply[#reply + 1] = false
+      reply[#reply + 1] = -1
+    else
+      local fields = redis.call('HMGET', KEYS[3 * i], 'doc', 'version')
+      reply[#reply + 1] = fields[1]
+      reply[#reply + 1] = fields[2]
+    end
   end
   return reply
 end

@@ -3,7 +3,7 @@
 
 use crate::*;
 use chrono::Duration;
-use fleetcron_core::{Mutation, RunQuery, RunStatus};
+use fleetcron_core::{Mutation, RunQuery, RunStatus, TaskState};
 
 #[tokio::test]
 async fn the_layout_uses_hash_tags_and_no_expiring_keys() {
@@ -93,4 +93,53 @@ async fn a_key_of_the_wrong_type_is_corrupt() {
         .await;
     let result = store.runs("w", &RunQuery::default()).await;
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+}
+
+/// Two workers read a task for the same claim; the second commits first. The first one's commit then
+/// finds the task moved *and* accounted up to its floor: it is left out (no document sent back, no
+/// second decision), not decided again on the winner's document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_finds_its_task_accounted_at_commit_leaves_it_out() {
+    let ns = namespace_or_skip!(RedisHarness);
+    let store = migrated(&ns).await;
+    let winner = ns.open().await;
+    let now = store.now().await.expect("now");
+    put_state(&*store, new_state("t", now - Duration::seconds(10))).await;
+    let ids = ["t".to_owned()];
+    let floor = now;
+    let advance = move |stored: Option<&TaskState>| Mutation {
+        state: stored.map(|state| TaskState {
+            high_water: floor,
+            fence: state.fence + 1,
+            ..state.clone()
+        }),
+        ..Mutation::none()
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let mut decisions = 0;
+    let (_, left_out) = store
+        .mutate_claims(&ids, &[floor], &mut |_, _, stored| {
+            decisions += 1;
+            if decisions == 1 {
+                // Between this worker's read and its commit, another one claims the same slot.
+                let (winner, ids) = (winner.clone(), ids.clone());
+                let won = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| runtime.block_on(winner.mutate(&ids, &mut |_, _, stored| advance(stored))))
+                        .join()
+                });
+                assert!(matches!(won, Ok(Ok(_))), "the other worker's claim commits");
+            }
+            advance(stored)
+        })
+        .await
+        .expect("the claim");
+    assert_eq!(decisions, 1, "a task found accounted at commit is not decided again");
+    assert_eq!(left_out, ids);
+    let (_, states) = store.load(Some(&ids)).await.expect("load");
+    assert_eq!(
+        states.first().map(|state| state.fence),
+        Some(1),
+        "only the winner's write stands"
+    );
 }
