@@ -199,7 +199,9 @@ pub async fn manual_trigger_survives_restart<B: Backend>(backend: &B) {
 }
 
 /// `execute_task` with a manual firing returns the run id and fence of the run it started — those of
-/// its history row and of the handler's context — not placeholders.
+/// its history row and of the handler's context — not placeholders. The call is made on a strategy that
+/// was never started (`init`), so no poll loop of its own races it to the pending trigger (with a store
+/// that pushes triggers, a running worker's loop would start it first).
 pub async fn manual_execute_task_returns_its_run<B: Backend>(backend: &B) {
     let (namespace, admin) = setup(backend).await;
     let recorder = Recorder::new();
@@ -207,61 +209,51 @@ pub async fn manual_execute_task_returns_its_run<B: Backend>(backend: &B) {
         let recorder = recorder.clone();
         factory(move || vec![manual_task("direct", &recorder, |_| async { Ok(Value::Null) })])
     };
-    // The worker polls rarely, so the firing below finds the trigger pending; a store that pushes
-    // triggers can still wake the worker's poll loop first, and then the case triggers again.
-    let options = WorkerOptions {
-        config: fast_config().poll_interval(Duration::from_secs(3600)),
-        ..WorkerOptions::default()
-    };
-    let worker = Worker::start("w", &namespace, make.clone(), options).await;
-    let strategy = worker.scheduler().strategy().clone();
     let Some(task) = make().pop() else {
         panic!("the factory builds the task")
     };
-    let mut started = None;
-    for _ in 0..20 {
-        let receipt = must(admin.trigger_task("direct").await, "trigger");
-        let firing = Firing::Manual {
-            trigger: receipt.trigger_id.clone(),
-        };
-        let outcome = {
-            let (strategy, task) = (strategy.clone(), task.clone());
-            worker
-                .inside(async move { strategy.execute_task(&task, firing).await })
-                .await
-        };
-        let ran = eventually(Duration::from_secs(3), || async {
-            history(&admin, "direct").await.iter().any(|run| {
-                run.trigger_id.as_deref() == Some(receipt.trigger_id.as_str()) && run.status == RunStatus::Succeeded
-            })
-        })
-        .await;
-        assert!(ran, "the trigger {} must run", receipt.trigger_id);
-        match must(outcome, "execute_task") {
-            ExecuteOutcome::Started { run_id, fence } => {
-                started = Some((receipt.trigger_id, run_id, fence));
-                break;
-            }
-            // The worker's own poll loop started it first.
-            ExecuteOutcome::NothingToRun => {}
-            other => panic!("a manual firing of a pending trigger: {other:?}"),
-        }
-    }
-    let Some((trigger_id, run_id, fence)) = started else {
-        panic!("in 20 triggers, no manual firing started its trigger")
+    // A running worker that registers another task migrates the store; it never starts `direct`
+    // (workers attend only the tasks they registered).
+    let bystander = {
+        let recorder = recorder.clone();
+        factory(move || vec![manual_task("bystander", &recorder, |_| async { Ok(Value::Null) })])
+    };
+    let worker = Worker::start("w", &namespace, bystander, WorkerOptions::default()).await;
+    let direct = namespace.strategy(fast_config()).await;
+    must(direct.register_task(task.clone()).await, "register");
+    let receipt = must(admin.trigger_task("direct").await, "trigger");
+    let firing = Firing::Manual {
+        trigger: receipt.trigger_id.clone(),
+    };
+    let (run_id, fence) = match must(direct.execute_task(&task, firing).await, "execute_task") {
+        ExecuteOutcome::Started { run_id, fence } => (run_id, fence),
+        other => panic!("a manual firing of a pending trigger must start it: {other:?}"),
     };
     let runs = history(&admin, "direct").await;
     let row = runs
         .iter()
-        .find(|run| run.trigger_id.as_deref() == Some(trigger_id.as_str()));
+        .find(|run| run.trigger_id.as_deref() == Some(receipt.trigger_id.as_str()));
     assert!(
         row.is_some_and(|row| row.run_id == run_id && row.fence == fence && row.kind == RunKind::Manual),
         "execute_task returned run {run_id:?} fence {fence}; history: {row:?}"
     );
-    let seen = recorder.of("direct");
+    assert!(fence > 0, "a started run holds a fence");
     assert!(
-        seen.iter().any(|event| event.run_id == run_id && event.fence == fence),
-        "the handler ran as run {run_id:?} fence {fence}: {seen:?}"
+        eventually(Duration::from_secs(3), || async {
+            recorder
+                .of("direct")
+                .iter()
+                .any(|event| event.run_id == run_id && event.fence == fence)
+        })
+        .await,
+        "the handler ran as run {run_id:?} fence {fence}: {:?}",
+        recorder.of("direct")
     );
+    // A second manual firing finds nothing pending: the trigger ran once.
+    let again = Firing::Manual {
+        trigger: receipt.trigger_id.clone(),
+    };
+    let outcome = must(direct.execute_task(&task, again).await, "execute_task again");
+    assert!(matches!(outcome, ExecuteOutcome::NothingToRun), "{outcome:?}");
     worker.stop().await;
 }
